@@ -1,0 +1,26 @@
+# The two commands of the README: `make run` (the embedded default, end to end) and `make test`.
+VENV ?= .venv
+CORES ?= 2
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: run test report install
+
+$(VENV)/installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[offline,test]'
+	touch $@
+
+install: $(VENV)/installed
+
+run: install
+	@echo "crossdisc: running the embedded default (config/config.yaml) offline on $(CORES) cores."
+	@echo "crossdisc: results go to results/ (tables/, figures/, runs/) and the report to results/report.html."
+	snakemake --cores $(CORES)
+	snakemake --report results/report.html
+
+report: install
+	snakemake --report results/report.html
+
+test: install
+	python -m pytest -q

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from crossdisc import token_maps, tokens
+from crossdisc.errors import InputError
+
+TEXT = {"task": "t", "vocabulary": "text", "vocab_size": 30522}
+DNA = {"task": "dna", "vocabulary": "native", "vocab_size": 7, "symbols": tokens.native_vocabulary("ACGT")}
+
+
+def test_shift_maps_every_id_including_specials_and_padding(tokenizer):
+    table = token_maps.build_table("shift-1000", TEXT, tokenizer, seed=100)
+    assert table[0] == 1000  # [PAD]
+    assert table[tokenizer.cls_token_id] == tokenizer.cls_token_id + 1000
+    assert table[30521] == (30521 + 1000) % 30522
+    assert sorted(table) == list(range(30522))  # a bijection
+
+
+def test_shift_1000_turns_the_papers_example_sentence_into_the_papers_shifted_sentence(tokenizer):
+    # Section 2.1 of the paper, with the BERT uncased vocabulary.
+    ids = tokenizer("his healthy sense of satire is light and fun...", add_special_tokens=False)["input_ids"]
+    table = token_maps.build_table("shift-1000", TEXT, tokenizer, seed=100)
+    shifted = tokenizer.decode(table[ids].tolist())
+    assert shifted == "canadian franzme 1988pia leader watch sports czech at at at"
+
+
+def test_random_shift_is_a_seeded_permutation(tokenizer):
+    a = token_maps.build_table("random-shift", TEXT, tokenizer, seed=100)
+    b = token_maps.build_table("random-shift", TEXT, tokenizer, seed=100)
+    c = token_maps.build_table("random-shift", TEXT, tokenizer, seed=101)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert sorted(a) == list(range(30522))
+
+
+def test_random_real_puts_every_symbol_and_special_on_a_real_token(tokenizer):
+    table = token_maps.build_table("random-real", DNA, tokenizer, seed=100)
+    assert len(table) == 7 and len(set(table)) == 7
+    assert all(i >= 1000 for i in table)
+
+
+def test_unused_uses_bert_unused_slots_and_model_specials(tokenizer):
+    table = token_maps.build_table("unused", DNA, tokenizer, seed=100)
+    assert table[:3].tolist() == [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
+    assert tokenizer.convert_ids_to_tokens(table[3:].tolist()) == ["[unused0]", "[unused1]", "[unused2]", "[unused3]"]
+
+
+def test_most_frequent_assigns_symbols_to_the_most_frequent_non_special_tokens(tokenizer, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the the the cat cat sat\non the mat\n")
+    counts = token_maps.count_tokens(corpus, tokenizer)
+    table = token_maps.build_table("most-frequent", DNA, tokenizer, seed=100, token_counts=counts)
+    assert tokenizer.convert_ids_to_tokens(table[3:5].tolist()) == ["the", "cat"]
+    assert len(set(table)) == 7
+
+
+def test_a_text_map_on_a_native_vocabulary_is_refused(tokenizer):
+    with pytest.raises(InputError, match="does not apply"):
+        token_maps.build_table("shift-1000", DNA, tokenizer, seed=100)
+
+
+def test_saved_table_is_auditable(tokenizer, tmp_path):
+    import pandas as pd
+
+    table = token_maps.build_table("random-real", DNA, tokenizer, seed=100)
+    token_maps.write_table(tmp_path / "map.parquet", table, DNA, tokenizer)
+    frame = pd.read_parquet(tmp_path / "map.parquet")
+    assert frame["input_token"].tolist() == DNA["symbols"]
+    assert np.array_equal(token_maps.read_table(tmp_path / "map.parquet"), table)

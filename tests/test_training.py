@@ -1,0 +1,162 @@
+"""The fine-tuning engine and MLM pre-training on a tiny BERT: outputs, determinism, resumption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossdisc import finetune, pretrain, token_maps, tokens
+from crossdisc.models import build_classifier
+
+
+def dna_token_file(path, n=96, kind="classification", seed=0):
+    """A learnable task: label 1 iff the sequence holds more G than C."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        seq = rng.integers(3, 7, size=20)
+        label = float(np.sum(seq == 5) - np.sum(seq == 4)) if kind == "regression" else int(np.sum(seq == 5) > np.sum(seq == 4))
+        split = "train" if i < n * 0.7 else "dev" if i < n * 0.85 else "test"
+        records.append({"id": f"r{i}", "split": split, "input_ids": [1, *seq.tolist(), 2], "group": f"r{i}", "label": label})
+    tokens.write_token_file(path, records, {"task": "dna", "kind": kind, "label_names": None if kind == "regression" else ["0", "1"],
+                                            "vocabulary": "native", "vocab_size": 7, "symbols": tokens.native_vocabulary("ACGT")})
+    return path
+
+
+@pytest.fixture
+def task_files(tmp_path, tokenizer):
+    token_file = dna_token_file(tmp_path / "dna.parquet")
+    table = token_maps.build_table("random-real", tokens.read_meta(token_file), tokenizer, seed=100)
+    token_maps.write_table(tmp_path / "map.parquet", table, tokens.read_meta(token_file), tokenizer)
+    return token_file, tmp_path / "map.parquet"
+
+
+HP = {"lr": 1e-3, "batch_size": 8, "max_steps": 24, "checkpoint_every": 4, "early_stopping": True, "eval_every": 8}
+
+
+def test_finetune_writes_metrics_curve_and_predictions(task_files, tiny_bert, tmp_path):
+    tokens_path, map_path = task_files
+    summary = finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "run", tmp_path / "state", HP)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["metric"] == "accuracy" and 0 <= written["test"] <= 1 and written["test"] == summary["test"]
+    assert set(written["metrics"]) == {"dev", "test"}
+    curve = pd.read_parquet(tmp_path / "run" / "curve.parquet")
+    assert curve["step"].tolist() == list(range(1, 25)) and np.isfinite(curve["loss"]).all()
+    assert curve["lr"].iloc[-1] == 0.0  # linear decay to zero, no warm-up
+    predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    assert sorted(predictions["split"].unique()) == ["dev", "test"]
+    assert not (tmp_path / "state" / "state.pt").exists()  # the resumable state is gone once finished
+
+
+def test_finetune_is_deterministic_on_cpu(task_files, tiny_bert, tmp_path):
+    tokens_path, map_path = task_files
+    a = finetune.finetune(tokens_path, map_path, tiny_bert, "scratch", tmp_path / "a", tmp_path / "sa", HP)
+    b = finetune.finetune(tokens_path, map_path, tiny_bert, "scratch", tmp_path / "b", tmp_path / "sb", HP)
+    assert pd.read_parquet(tmp_path / "a" / "curve.parquet").equals(pd.read_parquet(tmp_path / "b" / "curve.parquet"))
+    assert a["metrics"] == b["metrics"]
+
+
+def test_regression_task_trains_with_one_output(tmp_path, tiny_bert, tokenizer):
+    token_file = dna_token_file(tmp_path / "reg.parquet", kind="regression")
+    meta = tokens.read_meta(token_file)
+    token_maps.write_table(tmp_path / "map.parquet", token_maps.build_table("unused", meta, tokenizer, 100), meta, tokenizer)
+    summary = finetune.finetune(token_file, tmp_path / "map.parquet", tiny_bert, "re-emb", tmp_path / "run",
+                                tmp_path / "state", {**HP, "metric": "spearman"})
+    assert set(summary["metrics"]["test"]) == {"pearson", "spearman"}
+
+
+@pytest.mark.parametrize("init", ["pretrained", "scratch", "re-emb", "scratch+pretrained-pos"])
+def test_inits_keep_exactly_the_weights_they_promise(tiny_bert, init):
+    pretrained = build_classifier(tiny_bert, "pretrained", 2, seed=1).state_dict()
+    model = build_classifier(tiny_bert, init, 2, seed=1).state_dict()
+    same = {k for k in pretrained if k.startswith("bert.") and np.array_equal(pretrained[k], model[k])}
+    words = "bert.embeddings.word_embeddings.weight"
+    positions = {"bert.embeddings.position_embeddings.weight", "bert.embeddings.token_type_embeddings.weight"}
+    encoder = "bert.encoder.layer.0.attention.self.query.weight"
+    expected = {
+        "pretrained": words in same and encoder in same,
+        "scratch": not (same & positions) and words not in same and encoder not in same,
+        "re-emb": words not in same and encoder in same and positions <= same,
+        "scratch+pretrained-pos": positions <= same and words not in same and encoder not in same,
+    }
+    assert expected[init]
+
+
+def test_a_killed_finetune_resumes_to_the_metrics_of_an_uninterrupted_run(task_files, tiny_bert, tmp_path):
+    tokens_path, map_path = task_files
+    hp = {**HP, "max_steps": 60, "checkpoint_every": 2}
+    reference = finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "ref", tmp_path / "sref", hp)
+    command = [sys.executable, "-m", "crossdisc", "finetune", "--tokens", str(tokens_path), "--token-map", str(map_path),
+               "--model", str(tiny_bert), "--init", "pretrained", "--hparams", json.dumps(hp),
+               "--state", str(tmp_path / "state"), "--out", str(tmp_path / "run")]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    state = tmp_path / "state" / "state.pt"
+    deadline = time.time() + 120
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state.exists() and not (tmp_path / "run" / "metrics.json").exists()
+    subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+    resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert resumed["metrics"] == reference["metrics"]
+    assert pd.read_parquet(tmp_path / "run" / "curve.parquet").equals(pd.read_parquet(tmp_path / "ref" / "curve.parquet"))
+
+
+def write_corpus(path):
+    documents = ["\n".join(f"Document {d} sentence {s} talks about the number {d * s} and more." for s in range(12))
+                 for d in range(8)]
+    path.write_text("\n\n".join(documents) + "\n")
+    return path
+
+
+PRETRAIN_HP = {"max_length": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2}
+ARCH = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def test_pretraining_chain_gives_the_checkpoints_of_one_uninterrupted_run(tmp_path, tiny_bert):
+    from safetensors.torch import load_file
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    run = lambda step, out, previous=None: pretrain.pretrain(corpus, tiny_bert, ARCH, out, step, 8, PRETRAIN_HP,
+                                                             previous_dir=previous)
+    run(0, tmp_path / "step-0")
+    run(4, tmp_path / "step-4", tmp_path / "step-0")
+    run(8, tmp_path / "step-8", tmp_path / "step-4")
+    run(8, tmp_path / "direct-8", tmp_path / "step-0")
+    chained = load_file(tmp_path / "step-8" / "model.safetensors")
+    direct = load_file(tmp_path / "direct-8" / "model.safetensors")
+    assert chained.keys() == direct.keys()
+    assert all(np.array_equal(chained[k], direct[k]) for k in chained)
+    initial = load_file(tmp_path / "step-0" / "model.safetensors")
+    assert not all(np.array_equal(initial[k], chained[k]) for k in chained)
+
+
+def test_a_checkpoint_loads_as_a_classifier(tmp_path, tiny_bert):
+    run_dir = tmp_path / "step-2"
+    pretrain.pretrain(write_corpus(tmp_path / "corpus.txt"), tiny_bert, ARCH, run_dir, 2, 2, PRETRAIN_HP)
+    model = build_classifier(run_dir, "pretrained", 3, seed=0)
+    from crossdisc.models import load_tokenizer
+
+    assert model.config.num_labels == 3 and load_tokenizer(run_dir).cls_token_id == 101
+
+
+def test_masking_follows_the_bert_recipe():
+    import torch
+
+    ids = torch.full((200, 100), 5000)
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = True
+    corrupted, chosen, targets = pretrain.mask_tokens(ids, special, 103, 30522, 0.15, torch.Generator().manual_seed(0))
+    assert not chosen[:, 0].any()
+    assert chosen.float().mean().item() == pytest.approx(0.15 * 99 / 100, abs=0.01)
+    masked = (corrupted[chosen] == 103).float().mean().item()
+    kept = (corrupted[chosen] == 5000).float().mean().item()
+    assert masked == pytest.approx(0.8, abs=0.03) and kept == pytest.approx(0.1, abs=0.03)
+    assert (targets == 5000).all()

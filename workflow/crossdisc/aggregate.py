@@ -1,0 +1,125 @@
+"""The aggregate stage: every run's metrics into one table, training-loss curves and the
+pre-training-steps figure."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .files import atomic_path, write_text  # noqa: E402
+
+RUN_KEYS = ["experiment", "task", "model", "init", "token_map", "fraction", "seed"]
+CELL_KEYS = RUN_KEYS[:-1]
+
+
+def run_key(metrics_path):
+    """The run's grid coordinates, read back from its directory
+    results/runs/<experiment>/<task>/<model>/<init>/<token_map>/<fraction>/seed-<s>/."""
+    parts = Path(metrics_path).parent.parts[-len(RUN_KEYS):]
+    return dict(zip(RUN_KEYS, parts[:-1] + (int(parts[-1].removeprefix("seed-")),)))
+
+
+def collect(metrics_paths):
+    rows = []
+    for path in metrics_paths:
+        summary = json.loads(Path(path).read_text())
+        rows.append({**run_key(path), "metric": summary["metric"], "test": summary["test"], "dev": summary["dev"],
+                     "steps": summary["steps"], "train_seconds": summary["train_seconds"]})
+    return pd.DataFrame(rows)
+
+
+def summarise(runs):
+    """One row per grid cell: mean and standard deviation over seeds, in percent as the paper."""
+    cells = runs.groupby(CELL_KEYS + ["metric"], sort=False).agg(
+        test_mean=("test", "mean"), test_std=("test", "std"), dev_mean=("dev", "mean"), seeds=("seed", "count"))
+    for col in ("test_mean", "test_std", "dev_mean"):
+        cells[col] = (100 * cells[col]).round(1)
+    return cells.reset_index()
+
+
+def to_markdown(cells):
+    header = ["experiment", "task", "model", "init", "token map", "data", "metric", "test", "dev", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in cells.itertuples(index=False):
+        test = f"{c.test_mean:.1f}" + (f" ± {c.test_std:.1f}" if c.seeds > 1 else "")
+        dev = "" if pd.isna(c.dev_mean) else f"{c.dev_mean:.1f}"
+        lines.append(f"| {c.experiment} | {c.task} | {c.model} | {c.init} | {c.token_map} | {c.fraction} | "
+                     f"{c.metric} | {test} | {dev} | {c.seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, stem):
+    for suffix in (".png", ".svg"):
+        with atomic_path(Path(stem).with_suffix(suffix)) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _grid(n):
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def plot_loss_curves(runs, curve_paths, stem):
+    """Training loss per step, pre-trained against the other inits, averaged over seeds (the
+    paper's Figure 2)."""
+    curves = []
+    for path in curve_paths:
+        frame = pd.read_parquet(path)
+        curves.append(frame.assign(**run_key(Path(path).parent / "metrics.json")))
+    curves = pd.concat(curves)
+    panels = list(curves.groupby(["experiment", "task"], sort=False))
+    fig, axes = _grid(len(panels))
+    for ax, ((experiment, task), panel) in zip(axes, panels):
+        for (model, init), line in panel.groupby(["model", "init"], sort=False):
+            mean = line.groupby("step")["loss"].mean()
+            smooth = mean.rolling(max(1, len(mean) // 20), min_periods=1).mean()
+            ax.plot(smooth.index, smooth.values, label=f"{model} ({init})")
+        ax.set(title=f"{task}\n[{experiment}]", xlabel="optimiser step", ylabel="training loss")
+        ax.legend(fontsize=7)
+    fig.suptitle("Training loss: pre-trained vs other initialisations")
+    fig.tight_layout()
+    _save(fig, stem)
+
+
+def plot_pretrain_steps(runs, stem):
+    """Test metric against pre-training steps of the pipeline's own checkpoints (`name@step`),
+    with the off-the-shelf pre-trained model on the same task and token map as a reference line
+    (the paper's Figure 3)."""
+    steps = runs[runs["model"].str.contains("@")].copy()
+    steps["pretrain_step"] = steps["model"].str.split("@").str[1].astype(int)
+    panels = list(steps.groupby(["task", "token_map"], sort=False))
+    fig, axes = _grid(len(panels))
+    for ax, ((task, token_map), panel) in zip(axes, panels):
+        for (name, init), line in panel.groupby([panel["model"].str.split("@").str[0], "init"], sort=False):
+            mean = line.groupby("pretrain_step")["test"].mean() * 100
+            ax.plot(mean.index, mean.values, marker="o", label=f"{name} ({init})")
+        reference = runs[(runs["task"] == task) & (runs["token_map"] == token_map) & (runs["init"] == "pretrained")
+                         & ~runs["model"].str.contains("@")]
+        for model, ref in reference.groupby("model"):
+            ax.axhline(100 * ref["test"].mean(), linestyle="--", color="grey", label=f"{model} (off the shelf)")
+        ax.set(title=f"{task} [{token_map}]", xlabel="pre-training steps", ylabel=f"test {panel['metric'].iloc[0]} (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Effect of pre-training steps")
+    fig.tight_layout()
+    _save(fig, stem)
+
+
+def aggregate(metrics_paths, table_stem, loss_figure_stem, steps_figure_stem=None):
+    runs = collect(metrics_paths)
+    cells = summarise(runs)
+    with atomic_path(Path(table_stem).with_suffix(".csv")) as tmp:
+        cells.to_csv(tmp, index=False)
+    write_text(Path(table_stem).with_suffix(".md"), to_markdown(cells))
+    curve_paths = [Path(p).parent / "curve.parquet" for p in metrics_paths]
+    plot_loss_curves(runs, curve_paths, loss_figure_stem)
+    if steps_figure_stem:
+        plot_pretrain_steps(runs, steps_figure_stem)

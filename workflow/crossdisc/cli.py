@@ -1,0 +1,118 @@
+"""`crossdisc <stage>`: every pipeline step as a command, so each runs without Snakemake.
+
+JSON arguments take the config block of the thing being built (a source, a task, hyperparameters).
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import InputError
+
+
+def _json(text):
+    return json.loads(text)
+
+
+def _commands():
+    parser = argparse.ArgumentParser(prog="crossdisc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("source", help="fetch or generate one raw data source")
+    p.add_argument("--spec", type=_json, required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("fetch-model", help="materialise a model (package, hub or local) as a directory")
+    p.add_argument("--spec", type=_json, required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("preprocess", help="raw source to a token file")
+    p.add_argument("--task", required=True)
+    p.add_argument("--spec", type=_json, required=True)
+    p.add_argument("--raw", required=True)
+    p.add_argument("--tokenizer")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("token-map", help="build a token map table for one task and model vocabulary")
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--corpus", help="text corpus for most-frequent")
+    p.add_argument("--seed", type=int, default=100)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("pretrain", help="MLM pre-training up to one checkpoint")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--spec", type=_json, required=True)
+    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--previous")
+    p.add_argument("--state")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("finetune", help="fine-tune one model on one task")
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--token-map", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--init", required=True)
+    p.add_argument("--hparams", type=_json, default={})
+    p.add_argument("--seed", type=int, default=100)
+    p.add_argument("--fraction", type=float, default=1.0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--state", required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("aggregate", help="tables and figures from finished runs")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--table", required=True, help="output path without suffix (.md and .csv)")
+    p.add_argument("--loss-figure", required=True, help="output path without suffix (.png and .svg)")
+    p.add_argument("--steps-figure")
+    return parser
+
+
+def run(args):
+    if args.command == "source":
+        from .sources import build_source
+        build_source(args.spec, args.out)
+    elif args.command == "fetch-model":
+        from .models import fetch_model
+        fetch_model(args.spec, args.out)
+    elif args.command == "preprocess":
+        from .preprocess import preprocess
+        preprocess(args.task, args.spec, args.raw, args.out, args.tokenizer)
+    elif args.command == "token-map":
+        from . import token_maps, tokens
+        from .models import load_tokenizer
+        tokenizer = load_tokenizer(args.tokenizer)
+        meta = tokens.read_meta(args.tokens)
+        counts = token_maps.count_tokens(args.corpus, tokenizer) if args.corpus else None
+        table = token_maps.build_table(args.strategy, meta, tokenizer, args.seed, counts)
+        token_maps.write_table(args.out, table, meta, tokenizer)
+    elif args.command == "pretrain":
+        from .pretrain import pretrain
+        spec = args.spec
+        pretrain(args.corpus, args.tokenizer, spec["architecture"], args.out, args.step, spec["total_steps"],
+                 spec["training"], spec["seed"], args.previous, args.state, args.device)
+    elif args.command == "finetune":
+        from .finetune import finetune
+        finetune(args.tokens, args.token_map, args.model, args.init, args.out, args.state, args.hparams,
+                 args.seed, args.fraction, args.device)
+    elif args.command == "aggregate":
+        from .aggregate import aggregate
+        aggregate(args.metrics, args.table, args.loss_figure, args.steps_figure)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    args = _commands().parse_args(argv)
+    try:
+        run(args)
+    except InputError as err:
+        print(f"crossdisc {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Fine-tune one model on one task: the single training engine of every discipline.
+
+It reads top to bottom: settings, data, model, optimiser, the training loop (evaluation, best-dev
+checkpoint, resumable state), then the outputs. Disciplines differ only in their token file (ids,
+labels, task kind) and their token map; nothing here branches on the discipline.
+
+Defaults follow the paper: Adam (AdamW without weight decay), lr 1e-5, batch 32, linear decay to
+zero, no warm-up, no gradient clipping.
+"""
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import metrics, token_maps, tokens
+from .files import atomic_path, write_text
+from .models import build_classifier
+
+DEFAULTS = {
+    "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
+    "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": "accuracy",
+}
+
+
+def pick_device(requested="auto"):
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def collate(rows, table, device):
+    """Pad a batch, then map every position through the token map, padding included."""
+    width = max(len(r) for r in rows["input_ids"])
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    types = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, (seq, seq_types) in enumerate(zip(rows["input_ids"], rows["token_type_ids"])):
+        ids[i, : len(seq)] = torch.as_tensor(seq)
+        mask[i, : len(seq)] = 1
+        types[i, : len(seq_types)] = torch.as_tensor(seq_types, dtype=torch.long)
+    batch = {"input_ids": table[ids], "attention_mask": mask, "token_type_ids": types}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def predict(model, frame, table, kind, batch_size, device, autocast):
+    model.eval()
+    outputs = []
+    with torch.no_grad(), autocast():
+        for start in range(0, len(frame), batch_size):
+            logits = model(**collate(frame.iloc[start:start + batch_size], table, device)).logits.float()
+            outputs.append(logits.squeeze(-1) if kind == "regression" else logits.argmax(-1))
+    model.train()
+    return torch.cat(outputs).cpu().numpy() if outputs else np.array([])
+
+
+def score(frame, preds, kind):
+    return metrics.evaluate(kind, frame["label"].to_numpy(), preds, frame["group"].to_numpy())
+
+
+def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, hparams, seed=100,
+             fraction=1.0, device="auto"):
+    # ---- settings -------------------------------------------------------------------------------
+    hp = {**DEFAULTS, **hparams}
+    out_dir, state_path = Path(out_dir), Path(state_dir) / "state.pt"
+    device = pick_device(device)
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    # ---- data -----------------------------------------------------------------------------------
+    frame, meta = tokens.read_token_file(tokens_path)
+    kind = meta["kind"]
+    table = torch.tensor(token_maps.read_table(token_map_path), dtype=torch.long)
+    train = frame[frame["split"] == "train"].reset_index(drop=True)
+    if fraction < 1.0:  # the paper's low-resource setting: a fixed random subset of train
+        keep = max(1, round(len(train) * fraction))
+        train = train.sample(n=keep, random_state=seed).reset_index(drop=True)
+    dev = frame[frame["split"] == "dev"].reset_index(drop=True)
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    micro_per_epoch = math.ceil(len(train) / hp["batch_size"])
+    total_steps = hp["max_steps"] or math.ceil(hp["epochs"] * micro_per_epoch / hp["grad_accum"])
+
+    def micro_batch(m):
+        """Micro-batch m of the run: epoch e visits train in a permutation seeded by (seed, e),
+        so a resumed run sees exactly the batches an uninterrupted one would."""
+        epoch, position = divmod(m, micro_per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        rows = order[position * hp["batch_size"]:(position + 1) * hp["batch_size"]].numpy()
+        return train.iloc[rows]
+
+    # ---- model and optimiser --------------------------------------------------------------------
+    num_labels = 1 if kind == "regression" else len(meta["label_names"])
+    model = build_classifier(model_dir, init, num_labels, seed).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"],
+                                  fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
+    step, curve, evaluations, best = 0, [], [], None
+
+    if state_path.exists():  # resume exactly where a killed run stopped
+        state = torch.load(state_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, curve, evaluations, best = state["step"], state["curve"], state["evaluations"], state["best"]
+        print(f"resumed from step {step} of {total_steps}", file=sys.stderr)
+
+    def save_state():
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(state_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "step": step,
+                        "curve": curve, "evaluations": evaluations, "best": best}, tmp)
+
+    # ---- training loop --------------------------------------------------------------------------
+    started, examples = time.time(), 0
+    progress = tqdm(total=total_steps, initial=step, file=sys.stderr, mininterval=5, desc="fine-tune")
+    while step < total_steps:
+        torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on (seed, step) only: resumable exactly
+        loss_sum = 0.0
+        for m in range(step * hp["grad_accum"], (step + 1) * hp["grad_accum"]):
+            rows = micro_batch(m)
+            batch = collate(rows, table, device)
+            labels = torch.as_tensor(rows["label"].to_numpy(), device=device)
+            with autocast():
+                logits = model(**batch).logits.float()
+            if kind == "regression":
+                loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, labels)
+            (loss / hp["grad_accum"]).backward()
+            loss_sum += loss.item()
+            examples += len(rows)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        curve.append({"step": step, "epoch": step * hp["grad_accum"] / micro_per_epoch,
+                      "loss": loss_sum / hp["grad_accum"], "lr": scheduler.get_last_lr()[0]})
+        progress.update(1)
+        progress.set_postfix(loss=f"{curve[-1]['loss']:.4f}", refresh=False)
+
+        if hp["early_stopping"] and len(dev) and (step % hp["eval_every"] == 0 or step == total_steps):
+            value = score(dev, predict(model, dev, table, kind, 2 * hp["batch_size"], device, autocast), kind)[hp["metric"]]
+            evaluations.append({"step": step, "dev": value})
+            if best is None or value > best["dev"]:  # keep the best dev checkpoint
+                best = {"step": step, "dev": value,
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if step % hp["checkpoint_every"] == 0 and step < total_steps:
+            save_state()
+    progress.close()
+    seconds = time.time() - started
+
+    # ---- outputs --------------------------------------------------------------------------------
+    if best is not None:
+        model.load_state_dict(best["model"])
+    results, predictions = {}, []
+    for split, part in (("dev", dev), ("test", test)):
+        if len(part) == 0:
+            continue
+        preds = predict(model, part, table, kind, 2 * hp["batch_size"], device, autocast)
+        results[split] = score(part, preds, kind)
+        predictions.append(pd.DataFrame({"split": split, "id": part["id"], "group": part["group"],
+                                         "label": part["label"], "prediction": preds}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "curve.parquet") as tmp:
+        pd.DataFrame(curve).to_parquet(tmp, index=False)
+    with atomic_path(out_dir / "predictions.parquet") as tmp:
+        pd.concat(predictions).to_parquet(tmp, index=False)
+    summary = {
+        "metric": hp["metric"],
+        "test": results.get("test", {}).get(hp["metric"]),
+        "dev": results.get("dev", {}).get(hp["metric"]),
+        "metrics": results,
+        "steps": total_steps,
+        "best_step": best["step"] if best else total_steps,
+        "train_examples": len(train),
+        "train_seconds": round(seconds, 2),
+        "examples_per_second": round(examples / seconds, 2) if seconds > 0 else None,
+        "device": str(device),
+        "hparams": hp,
+        "seed": seed,
+        "fraction": fraction,
+    }
+    write_text(out_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    state_path.unlink(missing_ok=True)
+    return summary

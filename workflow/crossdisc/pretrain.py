@@ -1,0 +1,142 @@
+"""Masked-language-model pre-training from scratch, as a chain of checkpoint jobs.
+
+The job for checkpoint N starts from checkpoint M < N (the previous configured step, whose
+directory also holds the optimiser, scheduler and step) and trains until step N; the first
+checkpoint job builds the initial model. So each checkpoint is an independent output, a finished
+one is never recomputed, and a killed job resumes from its last saved state.
+
+The BERT recipe: 15% of the non-special tokens selected, of those 80% [MASK], 10% a random token,
+10% kept; AdamW with linear warm-up and linear decay. The MLM output layer is computed only at the
+selected positions, and sentences of a document are packed into full-length sequences.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .files import atomic_dir, atomic_path
+from .finetune import pick_device
+from .models import load_tokenizer
+from .preprocess import read_corpus_sentences
+
+DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
+            "mask_probability": 0.15, "checkpoint_every": 500}
+STATE_FILE = "training_state.pt"
+
+
+def pack_documents(corpus_path, tokenizer, max_length):
+    """Sequences [CLS] s1 s2 ... [SEP] filled with consecutive sentences of one document."""
+    text = Path(corpus_path).read_text()
+    documents = [d.splitlines() for d in text.split("\n\n") if d.strip()]
+    body = max_length - 2
+    blocks = []
+    for sentences in documents:
+        ids = [t for s in tokenizer(sentences, add_special_tokens=False)["input_ids"] for t in s]
+        for start in range(0, len(ids), body):
+            chunk = ids[start:start + body]
+            if len(chunk) >= body // 4:  # a short document tail carries too little context
+                blocks.append([tokenizer.cls_token_id] + chunk + [tokenizer.sep_token_id])
+    return blocks
+
+
+def mask_tokens(ids, special, mask_id, vocab_size, probability, generator):
+    """BERT masking: returns the corrupted ids, the selected positions and their original ids."""
+    chosen = (torch.rand(ids.shape, generator=generator) < probability) & ~special
+    action = torch.rand(ids.shape, generator=generator)
+    corrupted = ids.clone()
+    corrupted[chosen & (action < 0.8)] = mask_id
+    randomise = chosen & (action >= 0.8) & (action < 0.9)
+    corrupted[randomise] = torch.randint(vocab_size, ids.shape, generator=generator)[randomise]
+    return corrupted, chosen, ids[chosen]
+
+
+def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
+             previous_dir=None, state_dir=None, device="auto"):
+    from transformers import BertConfig, BertForMaskedLM
+
+    hp = {**DEFAULTS, **hparams}
+    device = pick_device(device)
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    tokenizer = load_tokenizer(tokenizer_dir)
+
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, hp["max_length"]),
+                        pad_token_id=tokenizer.pad_token_id, **architecture)
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+
+    def schedule(s):
+        if s < hp["warmup_steps"]:
+            return (s + 1) / hp["warmup_steps"]
+        return max(0.0, (total_steps - s) / max(1, total_steps - hp["warmup_steps"]))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    at, curve = 0, []
+    state_path = Path(state_dir) / STATE_FILE if state_dir else None
+    for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
+        if candidate and candidate.exists():
+            state = torch.load(candidate, weights_only=True)
+            if state["step"] <= step:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                at, curve = state["step"], state["curve"]
+                print(f"resuming from step {at} ({candidate})", file=sys.stderr)
+                break
+    model.to(device).train()
+    optimizer_device_move(optimizer, device)
+
+    def training_state():
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": at, "curve": curve}
+
+    blocks = pack_documents(corpus_path, tokenizer, hp["max_length"]) if at < step else []
+    per_epoch = math.ceil(len(blocks) / hp["batch_size"]) if blocks else 1
+    progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train")
+    while at < step:
+        epoch, position = divmod(at, per_epoch)
+        order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        batch = [blocks[i] for i in order[position * hp["batch_size"]:(position + 1) * hp["batch_size"]]]
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        for i, seq in enumerate(batch):
+            ids[i, : len(seq)] = torch.as_tensor(seq)
+        attention = ids != tokenizer.pad_token_id
+        special = ~attention | (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + at)  # masking reproducible per step
+        torch.manual_seed(seed * 1_000_003 + at)  # and dropout too, so a resumed chain is exact
+        corrupted, chosen, targets = mask_tokens(ids, special, tokenizer.mask_token_id, len(tokenizer), hp["mask_probability"], generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            hidden = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device)).last_hidden_state
+            logits = model.cls(hidden[chosen.to(device)])  # the MLM head only where a token was selected
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(device))
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        at += 1
+        curve.append({"step": at, "loss": loss.item()})
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if state_path and at % hp["checkpoint_every"] == 0 and at < step:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(state_path) as tmp:
+                torch.save(training_state(), tmp)
+    progress.close()
+
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save(training_state(), tmp / STATE_FILE)
+    if state_path:
+        state_path.unlink(missing_ok=True)
+
+
+def optimizer_device_move(optimizer, device):
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and key != "step":
+                state[key] = value.to(device)

@@ -1,0 +1,93 @@
+"""Token maps: how the ids of a task's token file become the ids a model reads.
+
+A map is a lookup table `model_id = table[input_id]`, applied at batch time to every position,
+padding included, as the authors did. Strategies (names as in the config):
+
+- text tasks (the token file holds the model tokenizer's ids):
+  `identity`; `shift-<c>`: (id + c) mod V (the paper's "shift c"); `random-shift`: one fixed,
+  seeded random permutation of the whole vocabulary.
+- non-text tasks (the token file holds the discipline's own ids, specials first):
+  `most-frequent`: each symbol to one of the most frequent subword tokens of a text corpus (the
+  assignment the paper reports), specials to the model's own [PAD]/[CLS]/[SEP];
+  `random-real`: the authors' table, shuffle(range(1000, V)) + range(0, 1000) read at the input
+  id, so every symbol and special lands on a real token; `unused`: symbols to BERT's [unusedN]
+  slots, specials to the model's own (the paper's degrading ablation).
+"""
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from . import tokens
+from .errors import InputError
+from .files import atomic_path
+
+TEXT_STRATEGIES = ("identity", "shift-<c>", "random-shift")
+NATIVE_STRATEGIES = ("most-frequent", "random-real", "unused")
+
+
+def _model_specials(tokenizer):
+    return [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
+
+
+def build_table(strategy, meta, tokenizer, seed, token_counts=None):
+    """The lookup table (np.int64 array indexed by input id) of one strategy for one task."""
+    vocab_size = len(tokenizer)
+    text = meta["vocabulary"] == "text"
+    if text and meta["vocab_size"] != vocab_size:
+        raise InputError(meta["task"], f"token file vocabulary ({meta['vocab_size']}) differs from the model's ({vocab_size})")
+    if strategy == "identity":
+        if meta["vocab_size"] > vocab_size:
+            raise InputError(meta["task"], "identity map needs the task vocabulary to fit the model's")
+        return np.arange(meta["vocab_size"])
+    if shift := re.fullmatch(r"shift-(\d+)", strategy):
+        _require(text, strategy, meta)
+        return (np.arange(vocab_size) + int(shift.group(1))) % vocab_size
+    if strategy == "random-shift":
+        _require(text, strategy, meta)
+        return np.random.default_rng(seed).permutation(vocab_size)
+    _require(not text, strategy, meta)
+    n_symbols = meta["vocab_size"] - len(tokens.NATIVE_SPECIALS)
+    if strategy == "random-real":
+        table = np.concatenate([np.random.default_rng(seed).permutation(np.arange(1000, vocab_size)), np.arange(1000)])
+        return table[: meta["vocab_size"]]
+    if strategy == "most-frequent":
+        specials = set(tokenizer.all_special_ids)
+        ranked = [i for i in token_counts.sort_values(["count", "id"], ascending=[False, True])["id"] if i not in specials]
+        if len(ranked) < n_symbols:
+            raise InputError(meta["task"], f"corpus has {len(ranked)} distinct tokens, fewer than {n_symbols} symbols")
+        return np.array(_model_specials(tokenizer) + ranked[:n_symbols])
+    if strategy == "unused":
+        unused = tokenizer.convert_tokens_to_ids([f"[unused{i}]" for i in range(n_symbols)])
+        if tokenizer.unk_token_id in unused:
+            raise InputError(meta["task"], f"the model vocabulary has fewer than {n_symbols} [unusedN] tokens")
+        return np.array(_model_specials(tokenizer) + unused)
+    raise InputError(meta["task"], f"unknown token map '{strategy}' (text: {TEXT_STRATEGIES}; non-text: {NATIVE_STRATEGIES})")
+
+
+def _require(ok, strategy, meta):
+    if not ok:
+        raise InputError(meta["task"], f"token map '{strategy}' does not apply to a {meta['vocabulary']} vocabulary")
+
+
+def write_table(path, table, meta, tokenizer):
+    """Save a map as an auditable table: input id and symbol, model id and token."""
+    inputs = meta.get("symbols") or tokenizer.convert_ids_to_tokens(list(range(len(table))))
+    frame = pd.DataFrame({"input_id": np.arange(len(table)), "input_token": inputs,
+                          "model_id": table, "model_token": tokenizer.convert_ids_to_tokens(table.tolist())})
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def read_table(path):
+    return pd.read_parquet(path, columns=["model_id"])["model_id"].to_numpy()
+
+
+def count_tokens(corpus_path, tokenizer):
+    """Token frequencies of a text corpus under the model tokenizer (for `most-frequent`)."""
+    from .preprocess import read_corpus_sentences
+
+    ids = tokenizer(read_corpus_sentences(corpus_path), add_special_tokens=False)["input_ids"]
+    counts = np.bincount(np.concatenate([np.asarray(i, dtype=np.int64) for i in ids]), minlength=len(tokenizer))
+    return pd.DataFrame({"id": np.arange(len(counts)), "count": counts})

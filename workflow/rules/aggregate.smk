@@ -1,0 +1,29 @@
+# Every run's metrics into the results table and figures of the report.
+
+
+rule aggregate:
+    input:
+        metrics=run_outputs("metrics.json"),
+        curves=run_outputs("curve.parquet"),
+    output:
+        table_md=report(f"{RESULTS}/tables/results.md", caption="../report/results_table.rst", category="Results"),
+        table_csv=report(f"{RESULTS}/tables/results.csv", caption="../report/results_table.rst", category="Results"),
+        loss_png=report(f"{RESULTS}/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Figures"),
+        loss_svg=f"{RESULTS}/figures/loss_curves.svg",
+        steps=[
+            report(f"{RESULTS}/figures/pretrain_steps.png", caption="../report/pretrain_steps.rst", category="Figures"),
+            f"{RESULTS}/figures/pretrain_steps.svg",
+        ]
+        if has_pretrain_runs()
+        else [],
+    params:
+        table=f"{RESULTS}/tables/results",
+        loss_figure=f"{RESULTS}/figures/loss_curves",
+        steps_figure=f"--steps-figure {RESULTS}/figures/pretrain_steps" if has_pretrain_runs() else "",
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    conda:
+        ENV
+    shell:
+        "crossdisc aggregate --metrics {input.metrics} --table {params.table} "
+        "--loss-figure {params.loss_figure} {params.steps_figure} > {log} 2>&1"

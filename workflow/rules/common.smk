@@ -1,0 +1,225 @@
+# Helpers shared by every rule file: config validation, path patterns, the experiment grid and
+# the input functions that resolve models, token files and token maps.
+
+import itertools
+import json
+import re
+
+from snakemake.utils import validate
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+RESULTS = config["results"]
+ENV = "../../envs/crossdisc.yaml"
+TEXT_READERS = {"sentence-order"}
+TEXT_TOKEN_MAPS = re.compile(r"identity|shift-\d+|random-shift")
+
+# Path patterns, each defined once.
+RAW = f"{RESULTS}/raw/{{source}}"
+MODEL = f"{RESULTS}/models/{{model}}"
+CHECKPOINT = f"{RESULTS}/pretrain/{{name}}/step-{{step}}"
+TOKENS = f"{RESULTS}/tokens/{{task}}/{{vocab}}.parquet"
+TOKEN_MAP = f"{RESULTS}/token_maps/{{token_map}}/{{task}}/{{vocab}}.parquet"
+RUN = f"{RESULTS}/runs/{{experiment}}/{{task}}/{{model}}/{{init}}/{{token_map}}/{{fraction}}/seed-{{seed}}"
+RUN_LOG = f"{RESULTS}/logs/finetune/{{experiment}}/{{task}}/{{model}}/{{init}}/{{token_map}}/{{fraction}}/seed-{{seed}}"
+STATE = f"{RESULTS}/state"  # resumable training state, outside every declared output
+
+
+def _alternatives(names):
+    return "|".join(re.escape(str(n)) for n in sorted(names, key=str)) or "(?!)"
+
+
+def is_text_task(task):
+    return config["tasks"][task]["reader"] in TEXT_READERS
+
+
+def split_checkpoint(model):
+    """`<pretrain name>@<step>` -> (name, step); None for an off-the-shelf model."""
+    if "@" not in model:
+        return None
+    name, step = model.split("@", 1)
+    return name, int(step)
+
+
+def runs():
+    """Every fine-tuning run of every experiment, as wildcard dicts."""
+    grid = []
+    for experiment, spec in config["experiments"].items():
+        for task, model, init, token_map, fraction, seed in itertools.product(
+            spec["tasks"], spec["models"], spec["inits"], spec["token_maps"], spec["fractions"], spec["seeds"]
+        ):
+            grid.append(dict(experiment=experiment, task=task, model=model, init=init, token_map=token_map,
+                             fraction=str(float(fraction)), seed=seed))
+    return grid
+
+
+def check_grid():
+    """Fail at start-up, with one line naming the experiment, on names the config does not define."""
+    for job in runs():
+        where = f"config: experiment '{job['experiment']}'"
+        if job["task"] not in config["tasks"]:
+            raise ValueError(f"{where}: unknown task '{job['task']}'")
+        ckpt = split_checkpoint(job["model"])
+        if ckpt:
+            name, step = ckpt
+            if name not in config["pretrain"] or step not in config["pretrain"][name]["steps"]:
+                raise ValueError(f"{where}: '{job['model']}' is not a configured pre-training checkpoint")
+        elif job["model"] not in config["models"]:
+            raise ValueError(f"{where}: unknown model '{job['model']}'")
+        if bool(TEXT_TOKEN_MAPS.fullmatch(job["token_map"])) != is_text_task(job["task"]):
+            kind = "text" if is_text_task(job["task"]) else "non-text"
+            raise ValueError(f"{where}: token map '{job['token_map']}' does not apply to {kind} task '{job['task']}'")
+    for task, spec in config["tasks"].items():
+        if spec["source"] not in config["sources"]:
+            raise ValueError(f"config: task '{task}': unknown source '{spec['source']}'")
+
+
+check_grid()
+
+
+wildcard_constraints:
+    source=_alternatives(config["sources"]),
+    model=_alternatives({job["model"] for job in runs()} | set(config["models"])),
+    name=_alternatives(config["pretrain"]),
+    step=r"\d+",
+    task=_alternatives(config["tasks"]),
+    experiment=_alternatives(config["experiments"]),
+    init=r"[a-z+-]+",
+    fraction=r"[0-9.]+",
+    seed=r"\d+",
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+
+def model_dir(model):
+    ckpt = split_checkpoint(model)
+    if ckpt:
+        return CHECKPOINT.format(name=ckpt[0], step=ckpt[1])
+    return MODEL.format(model=model)
+
+
+def vocabulary_of(model):
+    """The model whose tokenizer (vocabulary) a model reads: itself, or a checkpoint's tokenizer model."""
+    ckpt = split_checkpoint(model)
+    return config["pretrain"][ckpt[0]]["tokenizer"] if ckpt else model
+
+
+def model_spec(wildcards):
+    return json.dumps(config["models"][wildcards.model])
+
+
+# ---- sources, tokens, token maps --------------------------------------------------------------
+
+
+def source_spec(wildcards):
+    return json.dumps(config["sources"][wildcards.source])
+
+
+def tokens_file(task, model):
+    """Text tasks are tokenised per model vocabulary; non-text tasks have one native vocabulary."""
+    vocab = vocabulary_of(model) if is_text_task(task) else "native"
+    return TOKENS.format(task=task, vocab=vocab)
+
+
+def preprocess_inputs(wildcards):
+    inputs = {"raw": RAW.format(source=config["tasks"][wildcards.task]["source"])}
+    if wildcards.vocab != "native":
+        inputs["tokenizer"] = MODEL.format(model=wildcards.vocab)
+    return inputs
+
+
+def tokenizer_flag(wildcards, input):
+    return f"--tokenizer {input.tokenizer}" if "tokenizer" in input.keys() else ""
+
+
+def task_spec(wildcards):
+    return json.dumps(config["tasks"][wildcards.task])
+
+
+def token_map_inputs(wildcards):
+    text = is_text_task(wildcards.task)
+    inputs = {
+        "tokens": TOKENS.format(task=wildcards.task, vocab=wildcards.vocab if text else "native"),
+        "tokenizer": MODEL.format(model=wildcards.vocab),
+    }
+    if wildcards.token_map == "most-frequent":
+        inputs["corpus"] = RAW.format(source=config["token_maps"]["corpus"])
+    return inputs
+
+
+def corpus_flag(wildcards, input):
+    return f"--corpus {input.corpus}/corpus.txt" if "corpus" in input.keys() else ""
+
+
+# ---- pre-training -----------------------------------------------------------------------------
+
+
+def previous_checkpoint(wildcards):
+    """The checkpoint a pre-training job continues from: the configured step before this one."""
+    earlier = [s for s in config["pretrain"][wildcards.name]["steps"] if s < int(wildcards.step)]
+    return CHECKPOINT.format(name=wildcards.name, step=max(earlier)) if earlier else None
+
+
+def pretrain_inputs(wildcards):
+    spec = config["pretrain"][wildcards.name]
+    inputs = {"corpus": RAW.format(source=spec["corpus"]), "tokenizer": MODEL.format(model=spec["tokenizer"])}
+    if previous_checkpoint(wildcards):
+        inputs["previous"] = previous_checkpoint(wildcards)
+    return inputs
+
+
+def previous_flag(wildcards, input):
+    return f"--previous {input.previous}" if "previous" in input.keys() else ""
+
+
+def pretrain_spec(wildcards):
+    spec = dict(config["pretrain"][wildcards.name])
+    spec.setdefault("total_steps", max(spec["steps"]))
+    return json.dumps(spec)
+
+
+def checkpoints_of(name):
+    return [CHECKPOINT.format(name=name, step=s) for s in config["pretrain"][name]["steps"]]
+
+
+# ---- fine-tuning ------------------------------------------------------------------------------
+
+
+def finetune_inputs(wildcards):
+    return {
+        "tokens": tokens_file(wildcards.task, wildcards.model),
+        "token_map": TOKEN_MAP.format(token_map=wildcards.token_map, task=wildcards.task,
+                                      vocab=vocabulary_of(wildcards.model)),
+        "model": model_dir(wildcards.model),
+    }
+
+
+def hparams(wildcards):
+    """Training settings of one run: defaults < task < experiment, plus the task's metric. Only
+    what this run uses enters its params, so editing one task reruns only that task's jobs."""
+    task = config["tasks"][wildcards.task]
+    merged = {**config["training"], **task.get("training", {}),
+              **config["experiments"][wildcards.experiment].get("training", {}), "metric": task["metric"]}
+    return json.dumps(merged, sort_keys=True)
+
+
+def state_dir(wildcards):
+    return RUN.replace(RESULTS, STATE, 1).format(**wildcards)
+
+
+def run_outputs(name):
+    return [f"{RUN.format(**job)}/{name}" for job in runs()]
+
+
+def has_pretrain_runs():
+    return any(split_checkpoint(job["model"]) for job in runs())
+
+
+def final_outputs():
+    outputs = [f"{RESULTS}/tables/results.md", f"{RESULTS}/tables/results.csv",
+               f"{RESULTS}/figures/loss_curves.png", f"{RESULTS}/figures/loss_curves.svg"]
+    if has_pretrain_runs():
+        outputs += [f"{RESULTS}/figures/pretrain_steps.png", f"{RESULTS}/figures/pretrain_steps.svg"]
+    return outputs

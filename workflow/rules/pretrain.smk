@@ -1,0 +1,27 @@
+# Masked-language-model pre-training: one job per checkpoint, each continuing from the previous.
+
+
+rule pretrain:
+    input:
+        unpack(pretrain_inputs),
+    output:
+        directory(CHECKPOINT),
+    params:
+        spec=pretrain_spec,
+        previous=previous_flag,
+        state=f"{STATE}/pretrain/{{name}}/step-{{step}}",
+        device=config["device"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
+    log:
+        f"{RESULTS}/logs/pretrain/{{name}}/step-{{step}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain/{{name}}/step-{{step}}.tsv"
+    conda:
+        ENV
+    shell:
+        "crossdisc pretrain --corpus {input.corpus}/corpus.txt --tokenizer {input.tokenizer} "
+        "--spec {params.spec:q} --step {wildcards.step} {params.previous} --state {params.state} "
+        "--device {params.device} --out {output} > {log} 2>&1"

@@ -1,0 +1,18 @@
+# Token maps: the auditable lookup table from a task's ids to a model vocabulary's ids.
+
+
+rule token_map:
+    input:
+        unpack(token_map_inputs),
+    output:
+        TOKEN_MAP,
+    params:
+        seed=config["token_maps"]["seed"],
+        corpus=corpus_flag,
+    log:
+        f"{RESULTS}/logs/token_maps/{{token_map}}/{{task}}/{{vocab}}.log",
+    conda:
+        ENV
+    shell:
+        "crossdisc token-map --strategy {wildcards.token_map} --tokens {input.tokens} "
+        "--tokenizer {input.tokenizer} {params.corpus} --seed {params.seed} --out {output} > {log} 2>&1"
