@@ -6,13 +6,31 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A --configfile is a whole configuration: the embedded default is loaded only when none is given,
+# so a user's config is never merged with the default experiments.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    source=alternatives(config["sources"]),
+    model=alternatives({job["model"] for job in runs()} | set(config["models"])),
+    name=alternatives(config["pretrain"]),
+    step=r"\d+",
+    task=alternatives(config["tasks"]),
+    experiment=alternatives(config["experiments"]),
+    init=r"[a-z+-]+",
+    fraction=r"[0-9.]+",
+    seed=r"\d+",
+
+
 include: "workflow/rules/download.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/token_map.smk"

@@ -1,12 +1,16 @@
 """Shared fixtures: a tiny BERT with the real uncased WordPiece vocabulary (from the MiniLM package),
 so every stage runs in seconds on a CPU."""
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Rules call the `crossdisc` and `snakemake` commands of the environment running the tests.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
 def minilm_dir():

@@ -52,10 +52,10 @@ def to_markdown(cells):
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, stem):
-    for suffix in (".png", ".svg"):
-        with atomic_path(Path(stem).with_suffix(suffix)) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=120, bbox_inches="tight")
+def _save(fig, paths):
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -68,7 +68,7 @@ def _grid(n):
     return fig, axes.flat
 
 
-def plot_loss_curves(runs, curve_paths, stem):
+def plot_loss_curves(runs, curve_paths, paths):
     """Training loss per step, pre-trained against the other inits, averaged over seeds (the
     paper's Figure 2)."""
     curves = []
@@ -87,10 +87,10 @@ def plot_loss_curves(runs, curve_paths, stem):
         ax.legend(fontsize=7)
     fig.suptitle("Training loss: pre-trained vs other initialisations")
     fig.tight_layout()
-    _save(fig, stem)
+    _save(fig, paths)
 
 
-def plot_pretrain_steps(runs, stem):
+def plot_pretrain_steps(runs, paths):
     """Test metric against pre-training steps of the pipeline's own checkpoints (`name@step`),
     with the off-the-shelf pre-trained model on the same task and token map as a reference line
     (the paper's Figure 3)."""
@@ -110,16 +110,16 @@ def plot_pretrain_steps(runs, stem):
         ax.legend(fontsize=7)
     fig.suptitle("Effect of pre-training steps")
     fig.tight_layout()
-    _save(fig, stem)
+    _save(fig, paths)
 
 
-def aggregate(metrics_paths, table_stem, loss_figure_stem, steps_figure_stem=None):
+def aggregate(metrics_paths, table_paths, loss_figure_paths, steps_figure_paths=()):
     runs = collect(metrics_paths)
     cells = summarise(runs)
-    with atomic_path(Path(table_stem).with_suffix(".csv")) as tmp:
-        cells.to_csv(tmp, index=False)
-    write_text(Path(table_stem).with_suffix(".md"), to_markdown(cells))
+    for path in table_paths:
+        text = cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells)
+        write_text(path, text)
     curve_paths = [Path(p).parent / "curve.parquet" for p in metrics_paths]
-    plot_loss_curves(runs, curve_paths, loss_figure_stem)
-    if steps_figure_stem:
-        plot_pretrain_steps(runs, steps_figure_stem)
+    plot_loss_curves(runs, curve_paths, loss_figure_paths)
+    if steps_figure_paths:
+        plot_pretrain_steps(runs, steps_figure_paths)

@@ -66,9 +66,9 @@ def _commands():
 
     p = sub.add_parser("aggregate", help="tables and figures from finished runs")
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--table", required=True, help="output path without suffix (.md and .csv)")
-    p.add_argument("--loss-figure", required=True, help="output path without suffix (.png and .svg)")
-    p.add_argument("--steps-figure")
+    p.add_argument("--table", nargs="+", required=True, help="table files (.md, .csv)")
+    p.add_argument("--loss-figure", nargs="+", required=True, help="figure files (.png, .svg)")
+    p.add_argument("--steps-figure", nargs="+", default=[], help="figure files (.png, .svg)")
     return parser
 
 

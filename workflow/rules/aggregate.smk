@@ -17,13 +17,11 @@ rule aggregate:
         if has_pretrain_runs()
         else [],
     params:
-        table=f"{RESULTS}/tables/results",
-        loss_figure=f"{RESULTS}/figures/loss_curves",
-        steps_figure=f"--steps-figure {RESULTS}/figures/pretrain_steps" if has_pretrain_runs() else "",
+        steps_figure=steps_figure_flag,
     log:
         f"{RESULTS}/logs/aggregate.log",
     conda:
         ENV
     shell:
-        "crossdisc aggregate --metrics {input.metrics} --table {params.table} "
-        "--loss-figure {params.loss_figure} {params.steps_figure} > {log} 2>&1"
+        "crossdisc aggregate --metrics {input.metrics} --table {output.table_md} {output.table_csv} "
+        "--loss-figure {output.loss_png} {output.loss_svg} {params.steps_figure} > {log} 2>&1"

@@ -1,14 +1,28 @@
-# Helpers shared by every rule file: config validation, path patterns, the experiment grid and
+# Helpers shared by all stages (config validation, path patterns, the experiment grid) and
 # the input functions that resolve models, token files and token maps.
 
 import itertools
 import json
 import re
 
+from jsonschema import ValidationError
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-validate(config, "../schemas/config.schema.yaml")
+def validate_config():
+    """Validate and fill defaults; a bad key or value is reported in one line that names it."""
+    try:
+        validate(config, "../schemas/config.schema.yaml")
+    except WorkflowError as err:
+        problem = err.__context__  # Snakemake wraps the jsonschema error it caught
+        if not isinstance(problem, ValidationError):
+            raise
+        where = ".".join(str(p) for p in problem.absolute_path) or "(top level)"
+        raise WorkflowError(f"config: {where}: {problem.message}") from None
+
+
+validate_config()
 
 RESULTS = config["results"]
 ENV = "../../envs/crossdisc.yaml"
@@ -21,12 +35,12 @@ MODEL = f"{RESULTS}/models/{{model}}"
 CHECKPOINT = f"{RESULTS}/pretrain/{{name}}/step-{{step}}"
 TOKENS = f"{RESULTS}/tokens/{{task}}/{{vocab}}.parquet"
 TOKEN_MAP = f"{RESULTS}/token_maps/{{token_map}}/{{task}}/{{vocab}}.parquet"
-RUN = f"{RESULTS}/runs/{{experiment}}/{{task}}/{{model}}/{{init}}/{{token_map}}/{{fraction}}/seed-{{seed}}"
-RUN_LOG = f"{RESULTS}/logs/finetune/{{experiment}}/{{task}}/{{model}}/{{init}}/{{token_map}}/{{fraction}}/seed-{{seed}}"
+RUN_ID = "{experiment}/{task}/{model}/{init}/{token_map}/{fraction}/seed-{seed}"
+RUN = f"{RESULTS}/runs/{RUN_ID}"
 STATE = f"{RESULTS}/state"  # resumable training state, outside every declared output
 
 
-def _alternatives(names):
+def alternatives(names):
     return "|".join(re.escape(str(n)) for n in sorted(names, key=str)) or "(?!)"
 
 
@@ -59,35 +73,23 @@ def check_grid():
     for job in runs():
         where = f"config: experiment '{job['experiment']}'"
         if job["task"] not in config["tasks"]:
-            raise ValueError(f"{where}: unknown task '{job['task']}'")
+            raise WorkflowError(f"{where}: unknown task '{job['task']}'")
         ckpt = split_checkpoint(job["model"])
         if ckpt:
             name, step = ckpt
             if name not in config["pretrain"] or step not in config["pretrain"][name]["steps"]:
-                raise ValueError(f"{where}: '{job['model']}' is not a configured pre-training checkpoint")
+                raise WorkflowError(f"{where}: '{job['model']}' is not a configured pre-training checkpoint")
         elif job["model"] not in config["models"]:
-            raise ValueError(f"{where}: unknown model '{job['model']}'")
+            raise WorkflowError(f"{where}: unknown model '{job['model']}'")
         if bool(TEXT_TOKEN_MAPS.fullmatch(job["token_map"])) != is_text_task(job["task"]):
             kind = "text" if is_text_task(job["task"]) else "non-text"
-            raise ValueError(f"{where}: token map '{job['token_map']}' does not apply to {kind} task '{job['task']}'")
+            raise WorkflowError(f"{where}: token map '{job['token_map']}' does not apply to {kind} task '{job['task']}'")
     for task, spec in config["tasks"].items():
         if spec["source"] not in config["sources"]:
-            raise ValueError(f"config: task '{task}': unknown source '{spec['source']}'")
+            raise WorkflowError(f"config: task '{task}': unknown source '{spec['source']}'")
 
 
 check_grid()
-
-
-wildcard_constraints:
-    source=_alternatives(config["sources"]),
-    model=_alternatives({job["model"] for job in runs()} | set(config["models"])),
-    name=_alternatives(config["pretrain"]),
-    step=r"\d+",
-    task=_alternatives(config["tasks"]),
-    experiment=_alternatives(config["experiments"]),
-    init=r"[a-z+-]+",
-    fraction=r"[0-9.]+",
-    seed=r"\d+",
 
 
 # ---- models -----------------------------------------------------------------------------------
@@ -135,7 +137,10 @@ def tokenizer_flag(wildcards, input):
 
 
 def task_spec(wildcards):
-    return json.dumps(config["tasks"][wildcards.task])
+    """What preprocessing reads of a task: everything but its training settings, so tuning a task
+    does not rebuild its token file."""
+    spec = {k: v for k, v in config["tasks"][wildcards.task].items() if k not in ("training", "metric")}
+    return json.dumps(spec, sort_keys=True)
 
 
 def token_map_inputs(wildcards):
@@ -215,6 +220,10 @@ def run_outputs(name):
 
 def has_pretrain_runs():
     return any(split_checkpoint(job["model"]) for job in runs())
+
+
+def steps_figure_flag(wildcards, output):
+    return f"--steps-figure {' '.join(output.steps)}" if output.steps else ""
 
 
 def final_outputs():

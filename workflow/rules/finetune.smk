@@ -17,9 +17,9 @@ rule finetune:
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
     log:
-        f"{RUN_LOG}.log",
+        f"{RESULTS}/logs/finetune/{RUN_ID}.log",
     benchmark:
-        f"{RUN_LOG.replace('/logs/', '/benchmarks/', 1)}.tsv"
+        f"{RESULTS}/benchmarks/finetune/{RUN_ID}.tsv"
     conda:
         ENV
     shell:

@@ -1,0 +1,162 @@
+"""The real Snakefile on a tiny config: every stage runs, outputs hold what they should, and a
+rerun redoes only what changed."""
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+EXPERIMENTS = {
+    "shifted-text": {"tasks": ["word-order"], "models": ["tiny"], "inits": ["pretrained", "scratch"],
+                     "token_maps": ["shift-1000"]},
+    "non-text": {"tasks": ["composer", "dna", "protein"], "models": ["tiny"], "inits": ["pretrained", "scratch"],
+                 "token_maps": ["most-frequent"], "seeds": [100, 101]},
+    "steps": {"tasks": ["dna"], "models": ["mini-bert@0", "mini-bert@3"], "token_maps": ["random-real"]},
+}
+N_RUNS = 2 + 3 * 2 * 2 + 2
+
+
+def tiny_config(results, model_dir):
+    return {
+        "results": str(results),
+        "sources": {
+            "python-docs": {"type": "python-docs"},
+            "chorales": {"type": "music21", "composers": ["bach", "monteverdi"], "pieces_per_composer": 3},
+            "dna": {"type": "synthetic-dna", "n": 60, "length": 24},
+            "protein": {"type": "synthetic-protein", "n": 60, "min_length": 8, "max_length": 16},
+        },
+        "models": {"tiny": {"source": "local", "path": str(model_dir)}},
+        "pretrain": {"mini-bert": {
+            "corpus": "python-docs", "tokenizer": "tiny", "steps": [0, 3],
+            "architecture": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+            "training": {"max_length": 32, "batch_size": 4}}},
+        "token_maps": {"corpus": "python-docs"},
+        "training": {"lr": 1e-3, "batch_size": 8, "max_steps": 4},
+        "tasks": {
+            "word-order": {"source": "python-docs", "reader": "sentence-order", "kind": "classification",
+                           "metric": "accuracy", "max_length": 24, "max_examples": 80},
+            "composer": {"source": "chorales", "reader": "midi", "kind": "vote_classification", "metric": "vote_accuracy",
+                         "segment_length": 16, "max_length": 16, "instruments": "all", "add_special_tokens": False},
+            "dna": {"source": "dna", "reader": "hilbert-cnn", "file": "data.txt", "kind": "classification",
+                    "alphabet": "ACGT", "metric": "accuracy", "max_length": 26, "split_fractions": [0.6, 0.2]},
+            "protein": {"source": "protein", "reader": "fasta", "prefix": "data", "kind": "regression",
+                        "alphabet": "ARNDCQEGHILKMFPSTWYVXOUBZ", "metric": "spearman", "max_length": 18},
+        },
+        "experiments": EXPERIMENTS,
+    }
+
+
+def snakemake(workdir, configfile, *args, check=True):
+    command = ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
+               str(configfile), "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if check and result.returncode:
+        raise AssertionError(result.stdout[-3000:] + result.stderr[-5000:])
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_bert):
+    workdir = tmp_path_factory.mktemp("workflow")
+    configfile = workdir / "tiny.yaml"
+    configfile.write_text(yaml.safe_dump(tiny_config(workdir / "results", tiny_bert)))
+    snakemake(workdir, configfile)
+    return workdir, configfile
+
+
+def test_every_run_lands_in_the_results_table(finished_run):
+    workdir, _ = finished_run
+    table = pd.read_csv(workdir / "results/tables/results.csv")
+    assert table["seeds"].sum() == N_RUNS
+    assert set(table["experiment"]) == set(EXPERIMENTS)
+    assert table.query("task == 'protein'")["metric"].unique().tolist() == ["spearman"]
+    assert table["test_mean"].between(-100, 100).all()
+    two_seeds = table.query("experiment == 'non-text'")
+    assert (two_seeds["seeds"] == 2).all() and two_seeds["test_std"].notna().all()
+    markdown = (workdir / "results/tables/results.md").read_text()
+    assert markdown.count("\n| non-text |") == 6 and "±" in markdown
+
+
+def test_each_run_has_metrics_a_loss_curve_and_predictions(finished_run):
+    workdir, _ = finished_run
+    run = workdir / "results/runs/non-text/composer/tiny/pretrained/most-frequent/1.0/seed-101"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["metric"] == "vote_accuracy" and metrics["seed"] == 101
+    assert metrics["test"] == metrics["metrics"]["test"]["vote_accuracy"]
+    assert len(pd.read_parquet(run / "curve.parquet")) == 4
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert set(predictions["split"]) == {"dev", "test"} and predictions["group"].str.endswith(".mid").all()
+
+
+def test_token_files_and_maps_hold_what_the_paper_describes(finished_run):
+    workdir, _ = finished_run
+    shift = pd.read_parquet(workdir / "results/token_maps/shift-1000/word-order/tiny.parquet")
+    assert np.array_equal(shift["model_id"], (shift["input_id"] + 1000) % 30522)
+    words = pd.read_parquet(workdir / "results/tokens/word-order/tiny.parquet")
+    assert set(words["label"]) == {0, 1} and set(words["split"]) == {"train", "dev", "test"}
+    music = pd.read_parquet(workdir / "results/tokens/composer/native.parquet")
+    assert (music["input_ids"].map(len) == 16).all()
+
+
+def test_pretraining_checkpoints_and_the_steps_figure_exist(finished_run):
+    workdir, _ = finished_run
+    for step in (0, 3):
+        assert (workdir / f"results/pretrain/mini-bert/step-{step}/model.safetensors").stat().st_size > 0
+    for name in ("loss_curves.png", "pretrain_steps.png"):
+        assert (workdir / "results/figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (workdir / "results/figures/loss_curves.svg").read_bytes()[:500]
+
+
+def test_the_report_holds_the_table_and_figures(finished_run):
+    workdir, configfile = finished_run
+    snakemake(workdir, configfile, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "results.csv" in html and "loss_curves.png" in html
+
+
+def planned_jobs(workdir, configfile):
+    output = snakemake(workdir, configfile, "--dry-run").stdout
+    return re.findall(r"^rule (\w+):\n(?:.*\n)*?    wildcards: (.*)$|^rule (\w+):$", output, re.M)
+
+
+def test_nothing_reruns_after_a_finished_run(finished_run):
+    workdir, configfile = finished_run
+    assert "Nothing to be done" in snakemake(workdir, configfile, "--dry-run").stdout
+
+
+def test_changing_one_tasks_training_reruns_only_that_tasks_jobs(finished_run):
+    workdir, configfile = finished_run
+    config = yaml.safe_load(configfile.read_text())
+    config["tasks"]["protein"]["training"] = {"lr": 5e-4}
+    changed = workdir / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    output = snakemake(workdir, changed, "--dry-run").stdout
+    jobs = re.findall(r"^rule (\w+):", output, re.M)
+    finetunes = re.findall(r"wildcards: experiment=(\S+), task=(\S+),", output)
+    assert sorted(set(jobs)) == ["aggregate", "all", "finetune"]
+    assert {task for _, task in finetunes} == {"protein"} and len(finetunes) == 4
+
+
+def test_a_wrong_config_value_is_one_line_naming_it(tmp_path, tiny_bert):
+    config = tiny_config(tmp_path / "results", tiny_bert)
+    config["tasks"]["dna"]["kind"] = "clasification"
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, configfile, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "config: tasks.dna.kind: 'clasification' is not one of" in result.stdout + result.stderr
+
+
+def test_an_unknown_task_in_an_experiment_is_named(tmp_path, tiny_bert):
+    config = tiny_config(tmp_path / "results", tiny_bert)
+    config["experiments"]["steps"]["tasks"] = ["rna"]
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, configfile, "--dry-run", check=False)
+    assert "config: experiment 'steps': unknown task 'rna'" in result.stdout + result.stderr
