@@ -143,6 +143,7 @@ def test_synthetic_tata_box_labels_follow_the_stated_rule():
     assert sum(label for *_, label in records) == 100
 
 
-def test_synthetic_hydropathy_label_is_the_gravy_score():
-    for _, seq, label in synthetic.hydropathy_records(20, 10, 20, seed=3):
-        assert label == pytest.approx(synthetic.gravy(seq), abs=1e-4)
+def test_synthetic_hydropathy_label_is_the_peak_of_the_hydropathy_plot():
+    assert synthetic.hydropathy_peak("RRRIIIRRR", 3) == pytest.approx(4.5)
+    for _, seq, label in synthetic.hydropathy_records(20, 10, 20, seed=3, window=5):
+        assert label == pytest.approx(synthetic.hydropathy_peak(seq, 5), abs=1e-4)

@@ -46,24 +46,27 @@ def write_hilbert_cnn(path, records):
             handle.write(f"{name}\n{seq}\n{label}\n")
 
 
-def gravy(sequence):
-    """Grand average of hydropathy (Kyte-Doolittle), the mean hydropathy of the residues."""
-    return sum(KYTE_DOOLITTLE[r] for r in sequence) / len(sequence)
+def hydropathy_peak(sequence, window):
+    """The highest mean hydropathy over any `window` consecutive residues: the hydropathy-plot
+    peak by which Kyte & Doolittle located membrane-spanning segments."""
+    values = [KYTE_DOOLITTLE[r] for r in sequence]
+    return max(sum(values[i:i + window]) / window for i in range(len(values) - window + 1))
 
 
-def hydropathy_records(n, min_length, max_length, seed):
-    """Records (id, sequence, GRAVY score): residue composition varies from hydrophilic to
-    hydrophobic per sequence, so the score spans a wide range as a stability score does."""
+def hydropathy_records(n, min_length, max_length, seed, window=7):
+    """Records (id, sequence, hydropathy peak): residues drawn from a mix of hydrophobic and
+    hydrophilic preferences that varies per sequence, so the peak depends on composition and on
+    where hydrophobic residues cluster."""
     rng = random.Random(seed)
     residues = sorted(KYTE_DOOLITTLE)
     hydrophobic = [KYTE_DOOLITTLE[r] + 4.6 for r in residues]
     hydrophilic = [4.6 - KYTE_DOOLITTLE[r] for r in residues]
     records = []
     for i in range(n):
-        w = rng.random()
+        w = rng.uniform(0.3, 0.7)
         weights = [w * a + (1 - w) * b for a, b in zip(hydrophobic, hydrophilic)]
-        seq = "".join(rng.choices(residues, weights, k=rng.randint(min_length, max_length)))
-        records.append((f"gravy{i:05d}", seq, round(gravy(seq), 4)))
+        seq = "".join(rng.choices(residues, weights, k=rng.randint(max(min_length, window), max_length)))
+        records.append((f"hydro{i:05d}", seq, round(hydropathy_peak(seq, window), 4)))
     return records
 
 
