@@ -66,3 +66,29 @@ def test_saved_table_is_auditable(tokenizer, tmp_path):
     frame = pd.read_parquet(tmp_path / "map.parquet")
     assert frame["input_token"].tolist() == DNA["symbols"]
     assert np.array_equal(token_maps.read_table(tmp_path / "map.parquet"), table)
+
+
+@pytest.mark.parametrize("strategy", ["identity", "shift-1", "shift-1000", "shift-30521", "random-shift"])
+def test_text_maps_are_bijections_that_round_trip(tokenizer, strategy):
+    table = token_maps.build_table(strategy, TEXT, tokenizer, seed=7)
+    inverse = np.empty_like(table)
+    inverse[table] = np.arange(len(table))
+    ids = np.array(tokenizer("a shifted sentence still carries all of its structure")["input_ids"])
+    assert sorted(table) == list(range(30522))
+    assert np.array_equal(inverse[table[ids]], ids)
+
+
+@pytest.mark.parametrize("strategy", ["most-frequent", "random-real", "unused", "random-real+model-specials"])
+def test_native_maps_are_injective_on_the_ids_they_touch(tokenizer, strategy, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog again and again\n")
+    table = token_maps.build_table(strategy, DNA, tokenizer, seed=100, token_counts=token_maps.count_tokens(corpus, tokenizer))
+    assert len(table) == DNA["vocab_size"] and len(set(table.tolist())) == len(table)
+    assert table.max() < 30522
+
+
+def test_model_specials_suffix_keeps_the_models_own_specials(tokenizer):
+    authors = token_maps.build_table("random-real", DNA, tokenizer, seed=100)
+    table = token_maps.build_table("random-real+model-specials", DNA, tokenizer, seed=100)
+    assert table[:3].tolist() == [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
+    assert np.array_equal(table[3:], authors[3:])

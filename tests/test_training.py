@@ -160,3 +160,32 @@ def test_masking_follows_the_bert_recipe():
     kept = (corrupted[chosen] == 5000).float().mean().item()
     assert masked == pytest.approx(0.8, abs=0.03) and kept == pytest.approx(0.1, abs=0.03)
     assert (targets == 5000).all()
+
+
+def test_length_grouping_pads_less_and_covers_every_example_once():
+    import torch
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 128, size=1000)
+    order = rng.permutation(1000)
+    batches = finetune.length_grouped(order, lengths, 16, torch.Generator().manual_seed(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    random_padded = sum(len(b) * lengths[b].max() for b in np.array_split(order, len(batches)))
+    assert padded < 0.75 * random_padded
+
+
+def test_stop_loss_ends_training_once_the_loss_has_converged(task_files, tiny_bert, tmp_path):
+    tokens_path, map_path = task_files
+    hp = {**HP, "lr": 3e-3, "max_steps": 400, "stop_loss": 0.2, "stop_window": 5, "early_stopping": False}
+    summary = finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "run", tmp_path / "state", hp)
+    curve = pd.read_parquet(tmp_path / "run" / "curve.parquet")
+    assert summary["steps"] == len(curve) < 400
+    assert curve["loss"].tail(5).mean() < 0.2
+
+
+def test_subsets_are_scored_apart_and_the_headline_is_their_mean():
+    frame = pd.DataFrame({"label": [0, 1, 0, 1], "group": list("abcd"), "subset": ["matched"] * 2 + ["mismatched"] * 2})
+    result = finetune.score(frame, np.array([0, 1, 1, 1]), "classification", "accuracy")
+    assert result["matched"]["accuracy"] == 1.0 and result["mismatched"]["accuracy"] == 0.5
+    assert result["accuracy"] == 0.75

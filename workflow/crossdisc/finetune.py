@@ -8,6 +8,7 @@ Defaults follow the paper: Adam (AdamW without weight decay), lr 1e-5, batch 32,
 zero, no warm-up, no gradient clipping.
 """
 
+import functools
 import json
 import math
 import sys
@@ -26,7 +27,9 @@ from .models import build_classifier
 DEFAULTS = {
     "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
     "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": "accuracy",
+    "group_by_length": True, "stop_loss": None, "stop_window": 20,
 }
+MEGA_BATCH = 50  # batches whose examples are sorted by length together (as Hugging Face's LengthGroupedSampler)
 
 
 def pick_device(requested="auto"):
@@ -38,14 +41,15 @@ def pick_device(requested="auto"):
 def collate(rows, table, device):
     """Pad a batch, then map every position through the token map, padding included."""
     width = max(len(r) for r in rows["input_ids"])
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    types = torch.zeros(len(rows), width, dtype=torch.long)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
     for i, (seq, seq_types) in enumerate(zip(rows["input_ids"], rows["token_type_ids"])):
-        ids[i, : len(seq)] = torch.as_tensor(seq)
+        ids[i, : len(seq)] = seq
         mask[i, : len(seq)] = 1
-        types[i, : len(seq_types)] = torch.as_tensor(seq_types, dtype=torch.long)
-    batch = {"input_ids": table[ids], "attention_mask": mask, "token_type_ids": types}
+        types[i, : len(seq_types)] = seq_types
+    batch = {"input_ids": table[torch.from_numpy(ids)], "attention_mask": torch.from_numpy(mask),
+             "token_type_ids": torch.from_numpy(types)}
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -60,8 +64,29 @@ def predict(model, frame, table, kind, batch_size, device, autocast):
     return torch.cat(outputs).cpu().numpy() if outputs else np.array([])
 
 
-def score(frame, preds, kind):
-    return metrics.evaluate(kind, frame["label"].to_numpy(), preds, frame["group"].to_numpy())
+def score(frame, preds, kind, metric):
+    """Every metric of the split; where the split has subsets (MNLI matched and mismatched), each
+    subset's metrics too, and the headline metric is their mean, as the paper reports MNLI."""
+    result = metrics.evaluate(kind, frame["label"].to_numpy(), preds, frame["group"].to_numpy())
+    subsets = sorted(set(frame["subset"]) - {""}) if "subset" in frame else []
+    if len(subsets) > 1:
+        for name in subsets:
+            part = (frame["subset"] == name).to_numpy()
+            result[name] = score(frame[part], preds[part], kind, metric)
+        result[metric] = float(np.mean([result[name][metric] for name in subsets]))
+    return result
+
+
+def length_grouped(order, lengths, batch_size, generator):
+    """Batches of similar length, so dynamic padding pads little: the shuffled order is cut into
+    mega-batches, each sorted by length and cut into batches, and the batches are shuffled."""
+    span = MEGA_BATCH * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        mega = order[start:start + span]
+        mega = mega[np.argsort(-lengths[mega], kind="stable")]
+        batches += [mega[i:i + batch_size] for i in range(0, len(mega), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, hparams, seed=100,
@@ -88,13 +113,21 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     micro_per_epoch = math.ceil(len(train) / hp["batch_size"])
     total_steps = hp["max_steps"] or math.ceil(hp["epochs"] * micro_per_epoch / hp["grad_accum"])
 
+    lengths = train["input_ids"].map(len).to_numpy()
+
+    @functools.lru_cache(maxsize=1)
+    def epoch_batches(epoch):
+        """The batches of one epoch, from a generator seeded by (seed, epoch) alone, so a resumed
+        run sees exactly the batches an uninterrupted one would."""
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(train), generator=generator).numpy()
+        if hp["group_by_length"]:
+            return length_grouped(order, lengths, hp["batch_size"], generator)
+        return [order[i:i + hp["batch_size"]] for i in range(0, len(order), hp["batch_size"])]
+
     def micro_batch(m):
-        """Micro-batch m of the run: epoch e visits train in a permutation seeded by (seed, e),
-        so a resumed run sees exactly the batches an uninterrupted one would."""
         epoch, position = divmod(m, micro_per_epoch)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        rows = order[position * hp["batch_size"]:(position + 1) * hp["batch_size"]].numpy()
-        return train.iloc[rows]
+        return train.iloc[epoch_batches(epoch)[position]]
 
     # ---- model and optimiser --------------------------------------------------------------------
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
@@ -120,6 +153,12 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
                         "scheduler": scheduler.state_dict(), "step": step,
                         "curve": curve, "evaluations": evaluations, "best": best}, tmp)
 
+    def converged(curve):
+        """The paper's 1%-data setting trains "until the training loss converges": with stop_loss
+        set, stop once the mean loss of the last stop_window steps falls below it."""
+        window = [point["loss"] for point in curve[-hp["stop_window"]:]]
+        return hp["stop_loss"] is not None and len(window) == hp["stop_window"] and np.mean(window) < hp["stop_loss"]
+
     # ---- training loop --------------------------------------------------------------------------
     started, examples = time.time(), 0
     progress = tqdm(total=total_steps, initial=step, file=sys.stderr, mininterval=5, desc="fine-tune")
@@ -129,7 +168,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         for m in range(step * hp["grad_accum"], (step + 1) * hp["grad_accum"]):
             rows = micro_batch(m)
             batch = collate(rows, table, device)
-            labels = torch.as_tensor(rows["label"].to_numpy(), device=device)
+            labels = torch.tensor(rows["label"].to_numpy(), device=device)
             with autocast():
                 logits = model(**batch).logits.float()
             if kind == "regression":
@@ -148,13 +187,17 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         progress.update(1)
         progress.set_postfix(loss=f"{curve[-1]['loss']:.4f}", refresh=False)
 
-        if hp["early_stopping"] and len(dev) and (step % hp["eval_every"] == 0 or step == total_steps):
-            value = score(dev, predict(model, dev, table, kind, 2 * hp["batch_size"], device, autocast), kind)[hp["metric"]]
+        done = step == total_steps or converged(curve)
+        if hp["early_stopping"] and len(dev) and (step % hp["eval_every"] == 0 or done):
+            preds = predict(model, dev, table, kind, 2 * hp["batch_size"], device, autocast)
+            value = score(dev, preds, kind, hp["metric"])[hp["metric"]]
             evaluations.append({"step": step, "dev": value})
             if best is None or value > best["dev"]:  # keep the best dev checkpoint
                 best = {"step": step, "dev": value,
                         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        if step % hp["checkpoint_every"] == 0 and step < total_steps:
+        if done:
+            break
+        if step % hp["checkpoint_every"] == 0:
             save_state()
     progress.close()
     seconds = time.time() - started
@@ -167,7 +210,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         if len(part) == 0:
             continue
         preds = predict(model, part, table, kind, 2 * hp["batch_size"], device, autocast)
-        results[split] = score(part, preds, kind)
+        results[split] = score(part, preds, kind, hp["metric"])
         predictions.append(pd.DataFrame({"split": split, "id": part["id"], "group": part["group"],
                                          "label": part["label"], "prediction": preds}))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,8 +223,8 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         "test": results.get("test", {}).get(hp["metric"]),
         "dev": results.get("dev", {}).get(hp["metric"]),
         "metrics": results,
-        "steps": total_steps,
-        "best_step": best["step"] if best else total_steps,
+        "steps": step,
+        "best_step": best["step"] if best else step,
         "train_examples": len(train),
         "train_seconds": round(seconds, 2),
         "examples_per_second": round(examples / seconds, 2) if seconds > 0 else None,

@@ -12,6 +12,8 @@ padding included, as the authors did. Strategies (names as in the config):
   `random-real`: the authors' table, shuffle(range(1000, V)) + range(0, 1000) read at the input
   id, so every symbol and special lands on a real token; `unused`: symbols to BERT's [unusedN]
   slots, specials to the model's own (the paper's degrading ablation).
+  A `+model-specials` suffix on a non-text strategy sends [PAD]/[CLS]/[SEP] to the model's own
+  special tokens, so `random-real+model-specials` compares against the authors' table.
 """
 
 import re
@@ -25,6 +27,7 @@ from .files import atomic_path
 
 TEXT_STRATEGIES = ("identity", "shift-<c>", "random-shift")
 NATIVE_STRATEGIES = ("most-frequent", "random-real", "unused")
+MODEL_SPECIALS = "+model-specials"
 
 
 def _model_specials(tokenizer):
@@ -33,6 +36,14 @@ def _model_specials(tokenizer):
 
 def build_table(strategy, meta, tokenizer, seed, token_counts=None):
     """The lookup table (np.int64 array indexed by input id) of one strategy for one task."""
+    if strategy.endswith(MODEL_SPECIALS):
+        table = build_table(strategy.removesuffix(MODEL_SPECIALS), meta, tokenizer, seed, token_counts)
+        _require(meta["vocabulary"] == "native", strategy, meta)
+        specials = _model_specials(tokenizer)
+        if set(specials) & set(table[len(specials):]):
+            raise InputError(meta["task"], f"'{strategy}': a symbol already maps to a model special token")
+        table[: len(specials)] = specials
+        return table
     vocab_size = len(tokenizer)
     text = meta["vocabulary"] == "text"
     if text and meta["vocab_size"] != vocab_size:
