@@ -13,9 +13,10 @@ $(VENV)/installed: pyproject.toml
 
 install: $(VENV)/installed
 
-run: install
+run:
 	@echo "crossdisc: running the embedded default (config/config.yaml) offline on $(CORES) cores."
 	@echo "crossdisc: results go to results/ (tables/, figures/, runs/) and the report to results/report.html."
+	@$(MAKE) --no-print-directory install
 	snakemake --cores $(CORES)
 	snakemake --report results/report.html
 
