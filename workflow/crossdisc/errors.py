@@ -8,3 +8,6 @@ class InputError(Exception):
         self.path, self.problem, self.record = str(path), problem, record
         where = f"{self.path}: {record}" if record is not None else self.path
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # so that an error raised in a worker process crosses to its parent
+        return type(self), (self.path, self.problem, self.record)

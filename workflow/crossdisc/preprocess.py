@@ -1,37 +1,147 @@
 """The preprocess stage: raw files of each discipline to one token file (see tokens.py).
 
 A reader turns a source into examples: (id, split, sequence, label, group). Non-text sequences are
-lists of symbols, encoded here with the task's alphabet; text sequences are tokenised with the
-model tokenizer. Any bad record stops the task with an InputError naming the file and the record.
+lists of symbols, encoded here with the task's alphabet; text sequences (one text, or a pair) are
+tokenised with the model tokenizer. Any bad record stops the task with an InputError naming the
+file and the record.
 """
 
+import bisect
+import csv
+import functools
+import io
+import itertools
+import json
 import math
 import random
-import re
+from collections import namedtuple
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import tokens
 from .errors import InputError
 from .models import load_tokenizer
 
-MIDI_SPLITS = {"train": "train", "validation": "dev", "test": "test"}
-TEXT_READERS = {"sentence-order"}
-# MIDI pitches 0..127 are the music alphabet unless a task names its own.
-DEFAULT_ALPHABETS = {"midi": [str(p) for p in range(128)]}
+MIDI_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
+TEXT_READERS = {"sentence-order", "glue", "text-table"}
+# Symbols of the readers of known data sets, unless a task names its own: MIDI pitches 0..127;
+# the UCI splice bases with the ambiguity codes N, D, R, S as symbols of their own.
+DEFAULT_ALPHABETS = {"midi": [str(p) for p in range(128)], "uci-splice": list("ACGTNDRS")}
+# Class names in the authors' id order (REFERENCE.md, Mechanics: splice EI=0, IE=1, N=2).
+DEFAULT_LABELS = {"uci-splice": ["EI", "IE", "N"]}
+
+GlueTask = namedtuple("GlueTask", "texts tsv_columns tsv_header labels")
+# Per GLUE task (REFERENCE.md, Data): the text columns of the Hugging Face `nyu-mll/glue` Parquet
+# files (label column `label`, class ids); the text and label columns of the original TSV files;
+# the column names of CoLA's TSVs, which have no header line; the class names in GLUE's id order
+# (None: STS-B's similarity score, a regression).
+GLUE_TASKS = {
+    "cola": GlueTask(["sentence"], ["sentence", "label"], ["source", "label", "label_original", "sentence"],
+                     ["unacceptable", "acceptable"]),
+    "sst2": GlueTask(["sentence"], ["sentence", "label"], None, ["negative", "positive"]),
+    "mrpc": GlueTask(["sentence1", "sentence2"], ["#1 String", "#2 String", "Quality"], None,
+                     ["not_equivalent", "equivalent"]),
+    "qqp": GlueTask(["question1", "question2"], ["question1", "question2", "is_duplicate"], None,
+                    ["not_duplicate", "duplicate"]),
+    "stsb": GlueTask(["sentence1", "sentence2"], ["sentence1", "sentence2", "score"], None, None),
+    "mnli": GlueTask(["premise", "hypothesis"], ["sentence1", "sentence2", "gold_label"], None,
+                     ["entailment", "neutral", "contradiction"]),
+    "qnli": GlueTask(["question", "sentence"], ["question", "sentence", "label"], None,
+                     ["entailment", "not_entailment"]),
+    "rte": GlueTask(["sentence1", "sentence2"], ["sentence1", "sentence2", "label"], None,
+                    ["entailment", "not_entailment"]),
+}
+# (split, subset, Parquet files, TSV file) of each GLUE task: the validation sets are the test
+# split, as in the paper; MNLI's matched and mismatched sets are both, told apart by `subset`.
+GLUE_FILES = {
+    "mnli": [("train", "", "train-*.parquet", "train.tsv"),
+             ("test", "matched", "validation_matched-*.parquet", "dev_matched.tsv"),
+             ("test", "mismatched", "validation_mismatched-*.parquet", "dev_mismatched.tsv")],
+    None: [("train", "", "train-*.parquet", "train.tsv"), ("test", "", "validation-*.parquet", "dev.tsv")],
+}
 
 
-def _random_splits(n, fractions, seed):
-    """Split labels for n examples: shuffled with `seed`, then cut at the given fractions."""
+def _random_splits(n, fractions, seed, names=tokens.SPLITS):
+    """Split names for n examples: shuffled with `seed`, then cut at the given fractions of the
+    first names; the rest take the last name."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    n_train = int(n * fractions[0])
-    n_dev = int(n * fractions[1])
+    cuts = list(itertools.accumulate(int(n * f) for f in fractions))
     splits = [None] * n
     for rank, i in enumerate(order):
-        splits[i] = "train" if rank < n_train else "dev" if rank < n_train + n_dev else "test"
+        splits[i] = names[bisect.bisect_right(cuts, rank)]
     return splits
+
+
+def _read_text(path):
+    """A file's text, which must exist, be UTF-8 (a byte-order mark is dropped) and not be empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "missing file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise InputError(path, f"not UTF-8 text (byte 0x{data[err.start]:02x})", f"line {line}") from None
+    if not text.strip():
+        raise InputError(path, "empty file")
+    return text
+
+
+def _read_table(path, delimiter, columns, header=None, quoting=csv.QUOTE_MINIMAL):
+    """Rows of a delimited text file as (line number, {column: value}), after checking that it has
+    `columns`; `header` names the columns of a file without a header line."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, quoting=quoting)
+    names = header or next(reader)
+    if len(names) == 1:
+        raise InputError(path, f"a single column found: is the delimiter {delimiter!r} right?", "line 1")
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise InputError(path, f"missing column(s) {missing} (the file has {names})", "line 1")
+    rows = []
+    try:
+        for row in reader:
+            if not row:  # a blank line
+                continue
+            if len(row) != len(names):
+                raise InputError(path, f"{len(row)} fields, expected {len(names)}", f"line {reader.line_num}")
+            rows.append((reader.line_num, dict(zip(names, row))))
+    except csv.Error as err:  # e.g. a field over the csv module's size limit
+        raise InputError(path, f"not a readable table ({err})", f"line {reader.line_num}") from None
+    if not rows:
+        raise InputError(path, "no rows")
+    return rows
+
+
+def _parquet_rows(folder, pattern, columns):
+    """Rows of the Parquet files of one split (`pattern`: its shards) as (file, row number, dict)."""
+    paths = sorted(Path(folder).glob(pattern))
+    if not paths:
+        raise InputError(Path(folder) / pattern, "no Parquet file matches")
+    rows = []
+    for path in paths:
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(path, f"not a readable Parquet file ({err})") from None
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise InputError(path, f"missing column(s) {missing} (the file has {table.column_names})")
+        for i, row in enumerate(table.select(columns).to_pylist()):
+            empty = [c for c in columns if row[c] is None]
+            if empty:
+                raise InputError(path, f"no value in column(s) {empty}", f"row {i}")
+            rows.append((path, i, row))
+    return rows
+
+
+def _text_fields(texts):
+    """The text of an example, or a pair: tokenised as [CLS] a [SEP] b [SEP]."""
+    return {"text": texts[0], "text_pair": texts[1]} if len(texts) == 2 else {"text": texts[0]}
 
 
 def read_corpus_sentences(path):
@@ -65,34 +175,127 @@ def sentence_order_examples(raw_dir, task):
     return examples
 
 
-def midi_examples(raw_dir, task):
-    """MAESTRO layout: metadata.csv plus MIDI files. Notes sorted by start time (first instrument,
-    or all instruments merged), cut into consecutive segments of `segment_length` pitches, the
-    trailing partial segment dropped; each segment carries its piece id for vote evaluation."""
+def _glue_label(spec, value):
+    """A GLUE label as its class name: the Parquet files and the 0/1 TSV columns hold class ids,
+    the NLI TSVs hold names. Anything else is left as it is, for `_labels` to reject."""
+    text = str(value)
+    if spec.labels is not None and text.isdecimal() and int(text) < len(spec.labels):
+        return spec.labels[int(text)]
+    return text
+
+
+def glue_examples(raw_dir, task):
+    """A GLUE task from the Hugging Face Parquet files (`train-*.parquet`, `validation-*.parquet`)
+    or the original TSV files (train.tsv, dev.tsv), in `directory` of the source. The validation
+    sets are the test split (see GLUE_FILES); `dev_fraction` of train, drawn with `seed`, is dev."""
+    spec = GLUE_TASKS[task["glue_task"]]
+    if (spec.labels is None) != (task["kind"] == "regression"):
+        raise InputError(raw_dir, f"GLUE task '{task['glue_task']}' needs kind "
+                                  f"'{'regression' if spec.labels is None else 'classification'}'")
+    folder = Path(raw_dir) / task.get("directory", "")
+    examples = []
+    for split, subset, pattern, tsv_name in GLUE_FILES.get(task["glue_task"], GLUE_FILES[None]):
+        if task["format"] == "parquet":
+            rows = [(path, "row", i, [row[c] for c in spec.texts], row["label"])
+                    for path, i, row in _parquet_rows(folder, pattern, spec.texts + ["label"])]
+        else:
+            path = folder / tsv_name
+            # quotes are literal in GLUE's TSVs (as the authors' csv reader had quotechar=None)
+            rows = [(path, "line", line, [row[c] for c in spec.tsv_columns[:-1]], row[spec.tsv_columns[-1]])
+                    for line, row in _read_table(path, "\t", spec.tsv_columns, spec.tsv_header, csv.QUOTE_NONE)]
+        examples += [{"id": f"{path.stem}:{n}", "split": split, "subset": subset, **_text_fields(texts),
+                      "label": _glue_label(spec, label), "file": path, where: n}
+                     for path, where, n, texts, label in rows]
+    train = [ex for ex in examples if ex["split"] == "train"]
+    for ex, split in zip(train, _random_splits(len(train), [task["dev_fraction"]], task["seed"], ("dev", "train"))):
+        ex["split"] = split
+    return examples
+
+
+def text_table_examples(raw_dir, task):
+    """A user's text task: a TSV/CSV `file` with a header, one or two `text_columns`, a
+    `label_column` and optionally a `split_column` (train/dev/test); without one, the rows are split
+    at `split_fractions` with `seed`."""
+    path = Path(raw_dir) / task["file"]
+    texts, split_column = task["text_columns"], task.get("split_column")
+    rows = _read_table(path, task["delimiter"], [*texts, task["label_column"], *filter(None, [split_column])])
+    splits = ([row[split_column] for _, row in rows] if split_column
+              else _random_splits(len(rows), task["split_fractions"], task["seed"]))
+    examples = []
+    for (line, row), split in zip(rows, splits):
+        if split not in tokens.SPLITS:
+            raise InputError(path, f"unknown split '{split}' (expected one of {list(tokens.SPLITS)})", f"line {line}")
+        examples.append({"id": f"{path.stem}:{line}", "split": split, **_text_fields([row[c] for c in texts]),
+                         "label": row[task["label_column"]], "file": path, "line": line})
+    return examples
+
+
+def _metadata_rows(path, columns):
+    """Rows of a MAESTRO metadata file as (record, row): a CSV (metadata.csv), or MAESTRO v1's JSON
+    (maestro-v1.0.0.json), a list of records with the same columns."""
+    if path.suffix != ".json":
+        return [(f"line {line}", row) for line, row in _read_table(path, ",", columns)]
+    try:
+        records = json.loads(_read_text(path))
+    except ValueError as err:
+        raise InputError(path, f"not valid JSON ({err})") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise InputError(path, "not a list of records (the MAESTRO v1 layout)")
+    for i, record in enumerate(records):
+        missing = [c for c in columns if c not in record]
+        if missing:
+            raise InputError(path, f"missing column(s) {missing}", f"record {i}")
+    return [(f"record {i}", record) for i, record in enumerate(records)]
+
+
+def _midi_pitches(path, instruments):
+    """Pitches of a MIDI file's notes sorted by start time: the first instrument's, or all
+    instruments merged. Runs in a worker process, so it takes only picklable arguments."""
     import pretty_midi
 
+    try:
+        midi = pretty_midi.PrettyMIDI(str(path))
+    except Exception as err:  # pretty_midi raises many types for a broken file
+        raise InputError(path, f"not a readable MIDI file ({err})") from err
+    tracks = midi.instruments if instruments == "all" else midi.instruments[:1]
+    notes = sorted((n for track in tracks for n in track.notes), key=lambda n: (n.start, n.pitch))
+    if not notes:
+        raise InputError(path, "MIDI file has no notes")
+    return [n.pitch for n in notes]
+
+
+def midi_examples(raw_dir, task):
+    """MAESTRO layout: a `metadata` file naming each MIDI file, its label (`label_column`, default
+    canonical_composer) and its split; a user's CSV may leave out the split column, and its pieces
+    are then split at `split_fractions` with `seed`. Notes are cut into consecutive segments of
+    `segment_length` pitches, the trailing partial segment dropped; each segment carries its piece
+    for vote evaluation. `workers` processes parse the files; the output keeps metadata order."""
     raw_dir = Path(raw_dir)
-    meta_path = raw_dir / "metadata.csv"
-    metadata = pd.read_csv(meta_path)
+    meta_path = raw_dir / task.get("metadata", "metadata.csv")
+    label_column = task.get("label_column", "canonical_composer")
+    rows = _metadata_rows(meta_path, ["midi_filename", label_column])
+    has_splits = all("split" in row for _, row in rows)
+    for record, row in rows:
+        if has_splits and row["split"] not in MIDI_SPLITS:
+            raise InputError(meta_path, f"unknown split '{row['split']}'", record)
+        if not (raw_dir / row["midi_filename"]).is_file():
+            raise InputError(meta_path, f"missing MIDI file '{row['midi_filename']}'", record)
+    splits = ([MIDI_SPLITS[row["split"]] for _, row in rows] if has_splits
+              else _random_splits(len(rows), task["split_fractions"], task["seed"]))
+    read = functools.partial(_midi_pitches, instruments=task["instruments"])
+    paths = [raw_dir / row["midi_filename"] for _, row in rows]
+    if task.get("workers", 1) > 1:
+        with ProcessPoolExecutor(task["workers"]) as pool:
+            pieces = list(pool.map(read, paths, chunksize=4))
+    else:
+        pieces = map(read, paths)
     length = task["segment_length"]
     examples = []
-    for line, row in enumerate(metadata.itertuples(index=False), start=2):
-        midi_path = raw_dir / row.midi_filename
-        if row.split not in MIDI_SPLITS:
-            raise InputError(meta_path, f"unknown split '{row.split}'", f"line {line}")
-        try:
-            midi = pretty_midi.PrettyMIDI(str(midi_path))
-        except Exception as err:  # pretty_midi raises many types for a broken file
-            raise InputError(midi_path, f"not a readable MIDI file ({err})") from err
-        instruments = midi.instruments if task["instruments"] == "all" else midi.instruments[:1]
-        notes = sorted((n for inst in instruments for n in inst.notes), key=lambda n: (n.start, n.pitch))
-        if not notes:
-            raise InputError(midi_path, "MIDI file has no notes")
-        pitches = [n.pitch for n in notes]
+    for (_, row), split, pitches in zip(rows, splits, pieces):
+        name = row["midi_filename"]
         for k in range(len(pitches) // length):
-            examples.append({"id": f"{row.midi_filename}#{k}", "split": MIDI_SPLITS[row.split],
-                             "symbols": pitches[k * length:(k + 1) * length],
-                             "label": row.canonical_composer, "group": row.midi_filename})
+            examples.append({"id": f"{name}#{k}", "split": split, "symbols": pitches[k * length:(k + 1) * length],
+                             "label": row[label_column], "group": name})
     return examples
 
 
@@ -100,9 +303,7 @@ def hilbert_cnn_examples(raw_dir, task):
     """Hilbert-CNN layout: three lines per record (id, sequence, label); split 90/5/5 with a
     fixed seed as the authors did."""
     path = Path(raw_dir) / task["file"]
-    lines = path.read_text().splitlines()
-    if not lines:
-        raise InputError(path, "empty file")
+    lines = _read_text(path).splitlines()
     if len(lines) % 3:
         raise InputError(path, f"{len(lines)} lines is not a whole number of 3-line records")
     records = [lines[i:i + 3] for i in range(0, len(lines), 3)]
@@ -111,58 +312,94 @@ def hilbert_cnn_examples(raw_dir, task):
              "line": 3 * i + 1} for i, ((name, seq, label), split) in enumerate(zip(records, splits))]
 
 
+def uci_splice_examples(raw_dir, task):
+    """UCI splice-junction layout (`splice.data`): lines `CLASS, NAME, SEQUENCE` (60 bp); split
+    90/5/5 with a fixed seed as the authors did."""
+    path = Path(raw_dir) / task["file"]
+    rows = _read_table(path, ",", [], header=["class", "name", "sequence"])
+    splits = _random_splits(len(rows), task["split_fractions"], task["seed"])
+    return [{"id": row["name"].strip(), "split": split, "symbols": list(row["sequence"].strip().upper()),
+             "label": row["class"].strip(), "file": path, "line": line}
+            for (line, row), split in zip(rows, splits)]
+
+
 def fasta_examples(raw_dir, task):
-    """PLUS layout: `<prefix>_{train,dev,test}.fa`, header `>NAME LABEL`."""
+    """FASTA with header `>NAME LABEL`: PLUS's `<prefix>_{train,dev,test}.fa`, or one `file` split
+    at `split_fractions` with `seed`. `label_before` keeps the label up to a separator;
+    `keep_ends` cuts longer sequences to their first and last N residues before the max_length cut
+    (PLUS localization: 500, as the authors did)."""
     from Bio import SeqIO
 
+    raw_dir = Path(raw_dir)
+    if task.get("file"):
+        files = [(raw_dir / task["file"], None)]
+    else:
+        files = [(raw_dir / f"{task['prefix']}_{split}.fa", split) for split in tokens.SPLITS]
+    keep, separator = task.get("keep_ends"), task.get("label_before")
     examples = []
-    for split in tokens.SPLITS:
-        path = Path(raw_dir) / f"{task['prefix']}_{split}.fa"
-        if not path.is_file():
-            raise InputError(path, "missing FASTA file")
-        for record in SeqIO.parse(path, "fasta"):
+    for path, split in files:
+        try:
+            records = list(SeqIO.parse(io.StringIO(_read_text(path)), "fasta"))
+        except ValueError as err:  # Biopython's explanation starts with a one-line summary
+            raise InputError(path, f"not a FASTA file ({str(err).splitlines()[0]})") from None
+        for record in records:
             fields = record.description.split()
             if len(fields) < 2:
                 raise InputError(path, "header has no label field", f"record '{record.id}'")
-            examples.append({"id": record.id, "split": split, "symbols": list(str(record.seq).upper()),
-                             "label": fields[1], "file": path})
+            # PLUS localization labels carry a suffix after '-'; the authors kept the part before
+            # it, so the one two-location label 'Cytoplasm-Nucleus' counts as Cytoplasm.
+            label = fields[1].split(separator, 1)[0] if separator else fields[1]
+            sequence = str(record.seq).upper()
+            if keep and len(sequence) > 2 * keep:
+                sequence = sequence[:keep] + sequence[-keep:]
+            examples.append({"id": record.id, "split": split, "symbols": list(sequence), "label": label,
+                             "file": path})
+    if task.get("file"):
+        for ex, split in zip(examples, _random_splits(len(examples), task["split_fractions"], task["seed"])):
+            ex["split"] = split
     return examples
 
 
 READERS = {
     "sentence-order": sentence_order_examples,
+    "glue": glue_examples,
+    "text-table": text_table_examples,
     "midi": midi_examples,
     "hilbert-cnn": hilbert_cnn_examples,
+    "uci-splice": uci_splice_examples,
     "fasta": fasta_examples,
 }
 
 
-def _where(example, source):
-    path = example.get("file", source)
-    record = f"line {example['line']}" if "line" in example else f"record '{example['id']}'"
-    return path, record
+def _error(example, source, problem):
+    """An InputError naming the example's file (else the source) and its line, row or id."""
+    key = next((k for k in ("line", "row") if k in example), None)
+    record = f"{key} {example[key]}" if key else f"record '{example['id']}'"
+    return InputError(example.get("file", source), problem, record)
 
 
 def _labels(examples, task, source):
     """Label values: floats for regression; class ids in the order of `labels` when the config
-    gives them, else in order of first appearance (as the authors numbered composers)."""
+    gives them, else in the order of a known data set (GLUE, splice), else in order of first
+    appearance (as the authors numbered composers)."""
     if task["kind"] == "regression":
         values = []
         for ex in examples:
             try:
                 value = float(ex["label"])
             except ValueError:
-                raise InputError(*_where(ex, source), f"label '{ex['label']}' is not a number") from None
+                raise _error(ex, source, f"label '{ex['label']}' is not a number") from None
             if not math.isfinite(value):
-                raise InputError(*_where(ex, source), f"label '{ex['label']}' is not a finite number")
+                raise _error(ex, source, f"label '{ex['label']}' is not a finite number")
             values.append(value)
         return values, None
-    names = [str(n) for n in task.get("labels") or dict.fromkeys(str(ex["label"]) for ex in examples)]
+    known = GLUE_TASKS[task["glue_task"]].labels if task["reader"] == "glue" else DEFAULT_LABELS.get(task["reader"])
+    names = [str(n) for n in task.get("labels") or known or dict.fromkeys(str(ex["label"]) for ex in examples)]
     index = {name: i for i, name in enumerate(names)}
     ids = []
     for ex in examples:
         if str(ex["label"]) not in index:
-            raise InputError(*_where(ex, source), f"unknown class '{ex['label']}' (expected one of {names})")
+            raise _error(ex, source, f"unknown class '{ex['label']}' (expected one of {names})")
         ids.append(index[str(ex["label"])])
     return ids, names
 
@@ -175,7 +412,7 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
     seen = set()
     for ex in examples:
         if ex["id"] in seen:
-            raise InputError(*_where(ex, raw_dir), "duplicate id")
+            raise _error(ex, raw_dir, "duplicate id")
         seen.add(ex["id"])
     labels, label_names = _labels(examples, task, raw_dir)
     max_length = task["max_length"]
@@ -184,11 +421,15 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
     records = []
     if task["reader"] in TEXT_READERS:
         tokenizer = load_tokenizer(tokenizer_dir)
-        encoded = tokenizer([ex["text"] for ex in examples], truncation=True, max_length=max_length)
+        pairs = "text_pair" in examples[0]
+        # one batch call of the fast tokenizer; pairs are cut longest-first, as GLUE features were
+        encoded = tokenizer([ex["text"] for ex in examples], [ex["text_pair"] for ex in examples] if pairs else None,
+                            truncation=True, max_length=max_length)
         meta.update(vocabulary="text", tokenizer=str(tokenizer_dir), vocab_size=len(tokenizer))
         for ex, ids, types, label in zip(examples, encoded["input_ids"], encoded["token_type_ids"], labels):
-            records.append({"id": ex["id"], "split": ex["split"], "input_ids": ids, "token_type_ids": [],
-                            "group": ex["id"], "label": label})
+            records.append({"id": ex["id"], "split": ex["split"], "input_ids": ids,
+                            "token_type_ids": types if pairs else [], "group": ex["id"],
+                            "subset": ex.get("subset", ""), "label": label})
     else:
         alphabet = [str(a) for a in task.get("alphabet") or DEFAULT_ALPHABETS[task["reader"]]]
         vocab = tokens.native_vocabulary(alphabet)
@@ -200,9 +441,9 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
             try:
                 ids = [index[str(s)] for s in ex["symbols"][:body]]
             except KeyError as err:
-                raise InputError(*_where(ex, raw_dir), f"symbol {err} is not in the task alphabet") from None
+                raise _error(ex, raw_dir, f"symbol {err} is not in the task alphabet") from None
             if not ids:
-                raise InputError(*_where(ex, raw_dir), "empty sequence")
+                raise _error(ex, raw_dir, "empty sequence")
             if specials:
                 ids = [tokens.CLS] + ids + [tokens.SEP]
             records.append({"id": ex["id"], "split": ex["split"], "input_ids": ids, "token_type_ids": [],

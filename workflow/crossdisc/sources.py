@@ -2,17 +2,23 @@
 
 Every source directory is built in a temporary directory and renamed into place only when it is
 complete, with a SHA256SUMS manifest of its files. Remote files are verified against the sha256 in
-the config before they are accepted.
+the config before they are accepted; archives can be extracted in place (`extract`), refusing any
+member that would land outside the source directory.
 """
 
+import gzip
 import logging
 import random
 import re
 import shutil
+import stat
+import tarfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
 
 from . import synthetic
 from .errors import InputError
@@ -47,10 +53,57 @@ def fetch_url(url, dest, sha256=None, retries=4, backoff=1.0, timeout=60):
             time.sleep(wait)
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+def _member_target(archive, out, name):
+    """Where an archive member goes: refuse names that would land outside `out`."""
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise InputError(archive, "refused: the member would land outside the source directory", f"member '{name}'")
+    return out / path
+
+
+def _members(archive):
+    """(name, is_dir, open) of each member of a zip or tar archive; links and special files are
+    refused, since they could point outside the source directory."""
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                kind = stat.S_IFMT(info.external_attr >> 16)  # 0 where the archiver stored no file type
+                if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                    raise InputError(archive, "refused: a link or special file", f"member '{info.filename}'")
+                yield info.filename, info.is_dir(), lambda info=info: zf.open(info)
+    else:
+        with tarfile.open(archive) as tf:
+            for member in tf:
+                if not (member.isfile() or member.isdir()):
+                    raise InputError(archive, "refused: a link or special file", f"member '{member.name}'")
+                yield member.name, member.isdir(), lambda member=member: tf.extractfile(member)
+
+
+def extract_archive(archive, out):
+    """Extract a zip or tar(.gz) archive into `out`, member by member."""
+    try:
+        for name, is_dir, open_member in _members(archive):
+            target = _member_target(archive, out, name)
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open_member() as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise InputError(archive, f"corrupt or truncated archive ({err})") from None
+
+
 def _url_files(spec, out):
+    """Download each file; with `extract`, archives are also extracted beside it."""
     for entry in spec["files"]:
         name = entry.get("name") or entry["url"].rsplit("/", 1)[-1]
         fetch_url(entry["url"], out / name, entry.get("sha256"))
+        if spec.get("extract") and name.endswith(ARCHIVE_SUFFIXES):
+            extract_archive(out / name, out)
 
 
 def _python_docs(spec, out):

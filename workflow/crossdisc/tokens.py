@@ -2,8 +2,10 @@
 
 Columns: `id` (string), `split` (train/dev/test), `input_ids` (list<int32>), `token_type_ids`
 (list<int8>, empty when the task has single sequences), `label` (int64 or float32), `group`
-(string; the piece a music segment belongs to, else the id). File metadata (key `crossdisc`, JSON)
-records what the ids mean: the vocabulary, the label names, the task kind and the raw input's sha256.
+(string; the piece a music segment belongs to, else the id), `subset` (string; the set of a split
+an example is from, e.g. MNLI's matched or mismatched test set, else empty). File metadata (key
+`crossdisc`, JSON) records what the ids mean: the vocabulary, the label names, the task kind and the
+raw input's sha256.
 
 Non-text ("native") vocabularies reserve the first ids for the specials below; the discipline's
 symbols follow in alphabet order. Text vocabularies are the model tokenizer's own ids.
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 from .errors import InputError
 from .files import atomic_path
 
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 SPLITS = ("train", "dev", "test")
 NATIVE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]")
 PAD, CLS, SEP = 0, 1, 2
@@ -28,7 +30,9 @@ SCHEMA_FIELDS = [
     pa.field("input_ids", pa.list_(pa.int32())),
     pa.field("token_type_ids", pa.list_(pa.int8())),
     pa.field("group", pa.string()),
+    pa.field("subset", pa.string()),
 ]
+OPTIONAL_COLUMNS = {"token_type_ids": [], "subset": ""}
 
 
 def native_vocabulary(alphabet):
@@ -43,8 +47,8 @@ def write_token_file(path, records, meta):
     regression = meta["kind"] == "regression"
     label_type = pa.float32() if regression else pa.int64()
     schema = pa.schema(SCHEMA_FIELDS + [pa.field("label", label_type)])
-    columns = {f.name: [r.get(f.name, []) if f.name == "token_type_ids" else r[f.name] for r in records]
-               for f in schema}
+    columns = {f.name: [r.get(f.name, OPTIONAL_COLUMNS[f.name]) if f.name in OPTIONAL_COLUMNS else r[f.name]
+                        for r in records] for f in schema}
     table = pa.Table.from_pydict(columns, schema=schema)
     meta = dict(meta, preprocess_version=PREPROCESS_VERSION,
                 split_sizes={s: sum(r["split"] == s for r in records) for s in SPLITS})

@@ -9,6 +9,8 @@ from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from crossdisc.preprocess import TEXT_READERS
+
 
 def validate_config():
     """Validate and fill defaults; a bad key or value is reported in one line that names it."""
@@ -26,7 +28,6 @@ validate_config()
 
 RESULTS = config["results"]
 ENV = "../../envs/crossdisc.yaml"
-TEXT_READERS = {"sentence-order"}
 TEXT_TOKEN_MAPS = re.compile(r"identity|shift-\d+|random-shift")
 
 # Path patterns, each defined once.
@@ -137,9 +138,9 @@ def tokenizer_flag(wildcards, input):
 
 
 def task_spec(wildcards):
-    """What preprocessing reads of a task: everything but its training settings, so tuning a task
-    does not rebuild its token file."""
-    spec = {k: v for k, v in config["tasks"][wildcards.task].items() if k not in ("training", "metric")}
+    """What preprocessing reads of a task: everything but its training settings and worker count,
+    so tuning a task does not rebuild its token file."""
+    spec = {k: v for k, v in config["tasks"][wildcards.task].items() if k not in ("training", "metric", "workers")}
     return json.dumps(spec, sort_keys=True)
 
 
