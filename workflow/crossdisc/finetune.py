@@ -27,7 +27,7 @@ from .models import build_classifier
 DEFAULTS = {
     "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
     "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": "accuracy",
-    "group_by_length": True, "stop_loss": None, "stop_window": 20,
+    "group_by_length": True, "stop_loss": None, "stop_window": 20, "compile": False,
 }
 MEGA_BATCH = 50  # batches whose examples are sorted by length together (as Hugging Face's LengthGroupedSampler)
 
@@ -48,8 +48,9 @@ def collate(rows, table, device):
         ids[i, : len(seq)] = seq
         mask[i, : len(seq)] = 1
         types[i, : len(seq_types)] = seq_types
-    batch = {"input_ids": table[torch.from_numpy(ids)], "attention_mask": torch.from_numpy(mask),
-             "token_type_ids": torch.from_numpy(types)}
+    batch = {"input_ids": table[torch.from_numpy(ids)], "token_type_ids": torch.from_numpy(types)}
+    if not mask.all():  # without padding, no mask: attention then takes its fast fused kernel
+        batch["attention_mask"] = torch.from_numpy(mask)
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -133,6 +134,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
     model = build_classifier(model_dir, init, num_labels, seed).to(device)
     model.train()
+    forward = torch.compile(model) if hp["compile"] else model  # state dicts stay those of `model`
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"],
                                   fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
@@ -170,7 +172,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
             batch = collate(rows, table, device)
             labels = torch.tensor(rows["label"].to_numpy(), device=device)
             with autocast():
-                logits = model(**batch).logits.float()
+                logits = forward(**batch).logits.float()
             if kind == "regression":
                 loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
             else:
