@@ -48,9 +48,8 @@ def collate(rows, table, device):
         ids[i, : len(seq)] = seq
         mask[i, : len(seq)] = 1
         types[i, : len(seq_types)] = seq_types
-    batch = {"input_ids": table[torch.from_numpy(ids)], "token_type_ids": torch.from_numpy(types)}
-    if not mask.all():  # without padding, no mask: attention then takes its fast fused kernel
-        batch["attention_mask"] = torch.from_numpy(mask)
+    batch = {"input_ids": table[torch.from_numpy(ids)], "attention_mask": torch.from_numpy(mask),
+             "token_type_ids": torch.from_numpy(types)}
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
