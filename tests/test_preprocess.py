@@ -147,3 +147,12 @@ def test_synthetic_hydropathy_label_is_the_peak_of_the_hydropathy_plot():
     assert synthetic.hydropathy_peak("RRRIIIRRR", 3) == pytest.approx(4.5)
     for _, seq, label in synthetic.hydropathy_records(20, 10, 20, seed=3, window=5):
         assert label == pytest.approx(synthetic.hydropathy_peak(seq, 5), abs=1e-4)
+
+
+def test_midi_files_are_found_inside_the_sources_directory(tmp_path):
+    folder = tmp_path / "maestro-v1.0.0"
+    folder.mkdir()
+    write_midi(folder / "a.mid", [60, 61, 62, 63])
+    write_maestro(folder, [{"canonical_composer": "Bach", "split": "train", "midi_filename": "a.mid"}])
+    preprocess.preprocess("music", {**MIDI_TASK, "directory": "maestro-v1.0.0"}, tmp_path, tmp_path / "m.parquet")
+    assert tokens.read_token_file(tmp_path / "m.parquet")[0]["group"].tolist() == ["a.mid"]

@@ -8,8 +8,6 @@ import importlib
 import shutil
 from pathlib import Path
 
-import torch
-
 from .errors import InputError
 from .files import atomic_dir, sha256_of
 
@@ -57,6 +55,7 @@ def build_classifier(model_dir, init, num_labels, seed):
     `pretrained` loads every weight; `scratch` is the architecture's own default initialisation
     (BERT: N(0, 0.02^2)); `re-emb` re-initialises only the word embeddings of the pretrained model;
     `scratch+pretrained-pos` keeps the pretrained position and token-type embeddings."""
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     if init not in INITS:

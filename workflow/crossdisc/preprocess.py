@@ -30,11 +30,11 @@ TEXT_READERS = {"sentence-order", "glue", "text-table"}
 # Symbols of the readers of known data sets, unless a task names its own: MIDI pitches 0..127;
 # the UCI splice bases with the ambiguity codes N, D, R, S as symbols of their own.
 DEFAULT_ALPHABETS = {"midi": [str(p) for p in range(128)], "uci-splice": list("ACGTNDRS")}
-# Class names in the authors' id order (REFERENCE.md, Mechanics: splice EI=0, IE=1, N=2).
+# Class names in the authors' id order (their DNA scripts: splice EI=0, IE=1, N=2).
 DEFAULT_LABELS = {"uci-splice": ["EI", "IE", "N"]}
 
 GlueTask = namedtuple("GlueTask", "texts tsv_columns tsv_header labels")
-# Per GLUE task (REFERENCE.md, Data): the text columns of the Hugging Face `nyu-mll/glue` Parquet
+# Per GLUE task: the text columns of the Hugging Face `nyu-mll/glue` Parquet
 # files (label column `label`, class ids); the text and label columns of the original TSV files;
 # the column names of CoLA's TSVs, which have no header line; the class names in GLUE's id order
 # (None: STS-B's similarity score, a regression).
@@ -269,8 +269,9 @@ def midi_examples(raw_dir, task):
     canonical_composer) and its split; a user's CSV may leave out the split column, and its pieces
     are then split at `split_fractions` with `seed`. Notes are cut into consecutive segments of
     `segment_length` pitches, the trailing partial segment dropped; each segment carries its piece
-    for vote evaluation. `workers` processes parse the files; the output keeps metadata order."""
-    raw_dir = Path(raw_dir)
+    for vote evaluation. `workers` processes parse the files; the output keeps metadata order.
+    Paths are relative to `directory` of the source (MAESTRO's zip unpacks into maestro-v1.0.0/)."""
+    raw_dir = Path(raw_dir) / task.get("directory", "")
     meta_path = raw_dir / task.get("metadata", "metadata.csv")
     label_column = task.get("label_column", "canonical_composer")
     rows = _metadata_rows(meta_path, ["midi_filename", label_column])

@@ -11,6 +11,8 @@ rule pretrain:
         previous=previous_flag,
         state=f"{STATE}/pretrain/{{name}}/step-{{step}}",
         device=config["device"],
+    # the checkpoint chain is the longest path of the DAG: start it before fine-tuning jobs
+    priority: 10
     threads: config["resources"]["train_threads"]
     resources:
         mem_mb=config["resources"]["train_mem_mb"],
