@@ -15,6 +15,40 @@ from .files import atomic_path, write_text  # noqa: E402
 RUN_KEYS = ["experiment", "task", "model", "init", "token_map", "fraction", "seed"]
 CELL_KEYS = RUN_KEYS[:-1]
 
+# The paper's published numbers (workflow/data/published.csv) and where config/paper.yaml runs
+# each of their rows: (section, row label as printed) -> the grid cell, task aside. Main Table 1
+# and appendix Table 1 share their rows, as do Table 2 (test) and appendix Table 2 (validation);
+# Table 2's "specific" row (PLUS-TFM, Hilbert-CNN) is not run by the pipeline (None).
+PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"
+PUBLISHED_SPLITS = {"test": "test", "validation": "dev"}
+
+
+def _cell(experiment, model, init, token_map, fraction="1.0"):
+    return dict(experiment=experiment, model=model, init=init, token_map=token_map, fraction=fraction)
+
+
+PAPER_ROWS = {
+    ("shift 1000", "BERT"): _cell("table1-shift1000", "bert-base-uncased", "pretrained", "shift-1000"),
+    ("shift 1000", "BERT (rand)"): _cell("table1-shift1000", "bert-base-uncased", "scratch", "shift-1000"),
+    ("shift 1000", "ALBERT"): _cell("table1-shift1000", "albert-base-v1", "pretrained", "shift-1000"),
+    ("shift 1000", "ALBERT (rand)"): _cell("table1-shift1000", "albert-base-v1", "scratch", "shift-1000"),
+    ("random shift", "BERT"): _cell("table1-random-shift", "bert-base-uncased", "pretrained", "random-shift"),
+    ("random shift", "BERT (rand)"): _cell("table1-random-shift", "bert-base-uncased", "scratch", "random-shift"),
+    ("shift 1000 1% data", "BERT"): _cell("table1-1pct", "bert-base-uncased", "pretrained", "shift-1000", "0.01"),
+    ("shift 1000 1% data", "BERT (rand)"): _cell("table1-1pct", "bert-base-uncased", "scratch", "shift-1000", "0.01"),
+    ("normal data", "BERT (re-emb)"): _cell("table1-re-emb", "bert-base-uncased", "re-emb", "identity"),
+    ("", "specific"): None,
+    ("", "BERT"): _cell("table2", "bert-base-uncased", "pretrained", "most-frequent"),
+    ("", "re-emb"): _cell("table2", "bert-base-uncased", "re-emb", "most-frequent"),
+    ("", "rand"): _cell("table2", "bert-base-uncased", "scratch", "most-frequent"),
+}
+
+
+def read_published(path=PUBLISHED):
+    """The published numbers, one row per table cell; `value` as printed (text), empty where the
+    paper prints '-'."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
 
 def run_key(metrics_path):
     """The run's grid coordinates, read back from its directory
@@ -123,3 +157,54 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths, steps_figure_paths=
     plot_loss_curves(runs, curve_paths, loss_figure_paths)
     if steps_figure_paths:
         plot_pretrain_steps(runs, steps_figure_paths)
+
+
+def paper_tables(runs, published=None):
+    """The paper's tables laid out as printed, our numbers beside the published ones.
+
+    `runs` is the runs table of `collect` (one row per run, metrics as fractions); `published`
+    the rows of published.csv (default: read it). Returns {table name: DataFrame} in the order
+    of published.csv: rows (section, row label) and columns (task, ours | paper | diff) in the
+    paper's order, in percent to one decimal. `ours` is the mean over seeds of the run's `test`
+    (published split test) or `dev` (published split validation) for the grid cell PAPER_ROWS
+    names; NaN where the paper row is not run here, a run is missing, or the paper prints '-'."""
+    published = read_published() if published is None else published
+    runs = runs.assign(fraction=runs["fraction"].map(lambda f: str(float(f))))
+    means = runs.groupby(CELL_KEYS, sort=False)[["test", "dev"]].mean()
+    tables = {}
+    for table, cells in published.groupby("table", sort=False):
+        rows = list(dict.fromkeys(zip(cells["section"], cells["row"])))
+        tasks = list(dict.fromkeys(cells["task"]))
+        columns = pd.MultiIndex.from_product([tasks, ["ours", "paper", "diff"]], names=["task", ""])
+        frame = pd.DataFrame(float("nan"), index=pd.MultiIndex.from_tuples(rows, names=["section", "row"]),
+                             columns=columns)
+        for cell in cells.itertuples(index=False):
+            paper = float(cell.value) if cell.value != "" else float("nan")
+            target = PAPER_ROWS.get((cell.section, cell.row))
+            ours = float("nan")
+            if target is not None:
+                key = tuple({**target, "task": cell.task}[k] for k in CELL_KEYS)
+                if key in means.index:
+                    ours = round(100 * means.loc[key, PUBLISHED_SPLITS[cell.split]], 1)
+            frame.loc[(cell.section, cell.row), (cell.task, "ours")] = ours
+            frame.loc[(cell.section, cell.row), (cell.task, "paper")] = paper
+            frame.loc[(cell.section, cell.row), (cell.task, "diff")] = round(ours - paper, 1)
+        tables[table] = frame
+    return tables
+
+
+def paper_tables_markdown(tables):
+    """Markdown of `paper_tables`: one table each, a cell `ours / paper (diff)`, '-' where missing."""
+    def number(x, signed=False):
+        return "-" if pd.isna(x) else (f"{x:+.1f}" if signed else f"{x:.1f}")
+
+    parts = []
+    for name, frame in tables.items():
+        tasks = list(dict.fromkeys(frame.columns.get_level_values("task")))
+        lines = [f"### {name}", "", "| section | row | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 2)]
+        for (section, row), values in frame.iterrows():
+            cells = [f"{number(values[(t, 'ours')])} / {number(values[(t, 'paper')])} "
+                     f"({number(values[(t, 'diff')], signed=True)})" for t in tasks]
+            lines.append(f"| {section} | {row} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)

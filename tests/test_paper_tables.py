@@ -1,0 +1,77 @@
+"""The paper's tables laid out from a runs table and the published numbers: rows and columns as
+printed, our number beside the paper's and the difference."""
+
+import math
+
+import pandas as pd
+
+from crossdisc.aggregate import paper_tables, paper_tables_markdown, read_published
+
+PUBLISHED = pd.DataFrame(
+    [
+        ["table1", "shift 1000", "BERT", "qqp", "f1", "test", "81.2"],
+        ["table1", "shift 1000", "BERT", "stsb", "spearman", "test", "77.8"],
+        ["table1", "shift 1000", "BERT (rand)", "qqp", "f1", "test", "69.3"],
+        ["table1", "shift 1000", "BERT (rand)", "stsb", "spearman", "test", "8.3"],
+        ["table1", "shift 1000 1% data", "BERT", "qqp", "f1", "test", "66.5"],
+        ["table1", "shift 1000 1% data", "BERT", "stsb", "spearman", "test", "57.0"],
+        ["appendix_table2", "", "BERT", "composer", "vote_accuracy", "validation", "62.9"],
+        ["table2", "", "specific", "composer", "vote_accuracy", "test", ""],
+        ["table2", "", "BERT", "composer", "vote_accuracy", "test", "55.2"],
+    ],
+    columns=["table", "section", "row", "task", "metric", "split", "value"],
+)
+
+
+def run(experiment, task, model, init, token_map, fraction, seed, test, dev):
+    return dict(experiment=experiment, task=task, model=model, init=init, token_map=token_map, fraction=fraction,
+                seed=seed, metric="x", test=test, dev=dev, steps=1, train_seconds=1.0)
+
+
+RUNS = pd.DataFrame([
+    run("table1-shift1000", "qqp", "bert-base-uncased", "pretrained", "shift-1000", "1.0", 100, 0.80, 0.5),
+    run("table1-shift1000", "qqp", "bert-base-uncased", "pretrained", "shift-1000", "1.0", 101, 0.82, 0.5),
+    run("table1-shift1000", "stsb", "bert-base-uncased", "pretrained", "shift-1000", "1.0", 100, 0.70, 0.5),
+    run("table1-shift1000", "qqp", "bert-base-uncased", "scratch", "shift-1000", "1.0", 100, 0.70, 0.5),
+    # the 1%-data run: fraction as its run directory spells it
+    run("table1-1pct", "qqp", "bert-base-uncased", "pretrained", "shift-1000", "0.01", 100, 0.60, 0.5),
+    run("table2", "composer", "bert-base-uncased", "pretrained", "most-frequent", "1.0", 100, 0.50, 0.60),
+    # a run of an experiment no table shows is left out
+    run("table2-unused", "composer", "bert-base-uncased", "pretrained", "unused", "1.0", 100, 0.30, 0.30),
+])
+
+
+def test_tables_keep_the_papers_rows_and_columns_with_ours_paper_and_difference():
+    tables = paper_tables(RUNS, PUBLISHED)
+    assert list(tables) == ["table1", "appendix_table2", "table2"]
+    table1 = tables["table1"]
+    assert list(table1.index) == [("shift 1000", "BERT"), ("shift 1000", "BERT (rand)"), ("shift 1000 1% data", "BERT")]
+    assert list(table1.columns) == [(t, c) for t in ("qqp", "stsb") for c in ("ours", "paper", "diff")]
+    bert = table1.loc[("shift 1000", "BERT")]
+    assert bert[("qqp", "ours")] == 81.0  # mean of two seeds, in percent
+    assert bert[("qqp", "paper")] == 81.2 and bert[("qqp", "diff")] == -0.2
+    assert bert[("stsb", "ours")] == 70.0 and bert[("stsb", "diff")] == -7.8
+    assert table1.loc[("shift 1000 1% data", "BERT"), ("qqp", "ours")] == 60.0
+    missing = table1.loc[("shift 1000", "BERT (rand)"), ("stsb", "ours")]  # no such run
+    assert math.isnan(missing) and table1.loc[("shift 1000", "BERT (rand)"), ("stsb", "paper")] == 8.3
+
+
+def test_validation_rows_read_dev_and_unrun_rows_stay_empty():
+    tables = paper_tables(RUNS, PUBLISHED)
+    assert tables["appendix_table2"].loc[("", "BERT"), ("composer", "ours")] == 60.0  # dev, not test
+    assert tables["table2"].loc[("", "BERT"), ("composer", "ours")] == 50.0
+    specific = tables["table2"].loc[("", "specific")]
+    assert specific.isna().all()  # not run here, and '-' in the paper
+
+
+def test_markdown_shows_each_cell_as_ours_paper_and_difference():
+    text = paper_tables_markdown(paper_tables(RUNS, PUBLISHED))
+    assert "### table1" in text and "| shift 1000 | BERT | 81.0 / 81.2 (-0.2) | 70.0 / 77.8 (-7.8) |" in text
+    assert "|  | specific | - / - (-) |" in text
+
+
+def test_the_real_published_numbers_lay_out_as_the_papers_four_tables():
+    tables = paper_tables(RUNS.iloc[:0], read_published())
+    assert {name: frame.shape for name, frame in tables.items()} == {
+        "table1": (7, 9), "appendix_table1": (9, 24), "table2": (4, 24), "appendix_table2": (3, 24)}
+    assert tables["appendix_table1"].loc[("random shift", "BERT (rand)"), ("rte", "paper")] == 51.0
