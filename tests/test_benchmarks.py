@@ -22,3 +22,17 @@ def test_every_contender_trains_on_the_same_task(tiny_bert, tokenizer, tmp_path)
                bench.run_engine(tiny_bert, token_file, map_file, 2, 8, 1, tmp_path)]
     for speed, accuracy in results:
         assert speed > 0 and 0 <= accuracy <= 1
+
+
+def test_both_pretraining_contenders_train(tiny_bert):
+    import argparse
+    import queue
+
+    import pretrain_throughput
+
+    args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, length=32, hidden=64, layers=1)
+    for name in ("huggingface", "crossdisc"):
+        results = queue.Queue()
+        pretrain_throughput.contender(name, args, results)
+        speed, peak = results.get()
+        assert speed > 0 and peak > 0

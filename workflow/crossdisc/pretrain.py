@@ -53,6 +53,24 @@ def mask_tokens(ids, special, mask_id, vocab_size, probability, generator):
     return corrupted, chosen, ids[chosen]
 
 
+def pad_batch(blocks, pad_id):
+    ids = torch.full((len(blocks), max(map(len, blocks))), pad_id)
+    for i, seq in enumerate(blocks):
+        ids[i, : len(seq)] = torch.as_tensor(seq)
+    return ids
+
+
+def mlm_loss(model, ids, tokenizer, probability, generator, device):
+    """Masked-language-model loss of a BertForMaskedLM on a padded batch, with the output layer
+    (hidden x vocabulary, the largest matrix of a small BERT) applied only at selected positions."""
+    attention = ids != tokenizer.pad_token_id
+    special = ~attention | (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
+    corrupted, chosen, targets = mask_tokens(ids, special, tokenizer.mask_token_id, len(tokenizer), probability, generator)
+    hidden = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device)).last_hidden_state
+    logits = model.cls(hidden[chosen.to(device)])
+    return torch.nn.functional.cross_entropy(logits.float(), targets.to(device))
+
+
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
              previous_dir=None, state_dir=None, device="auto"):
     from transformers import BertConfig, BertForMaskedLM
@@ -100,19 +118,11 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         epoch, position = divmod(at, per_epoch)
         order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         batch = [blocks[i] for i in order[position * hp["batch_size"]:(position + 1) * hp["batch_size"]]]
-        width = max(map(len, batch))
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        for i, seq in enumerate(batch):
-            ids[i, : len(seq)] = torch.as_tensor(seq)
-        attention = ids != tokenizer.pad_token_id
-        special = ~attention | (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + at)  # masking reproducible per step
         torch.manual_seed(seed * 1_000_003 + at)  # and dropout too, so a resumed chain is exact
-        corrupted, chosen, targets = mask_tokens(ids, special, tokenizer.mask_token_id, len(tokenizer), hp["mask_probability"], generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            hidden = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device)).last_hidden_state
-            logits = model.cls(hidden[chosen.to(device)])  # the MLM head only where a token was selected
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(device))
+            loss = mlm_loss(model, pad_batch(batch, tokenizer.pad_token_id), tokenizer, hp["mask_probability"],
+                            generator, device)
         loss.backward()
         optimizer.step()
         scheduler.step()

