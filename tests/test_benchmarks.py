@@ -36,3 +36,15 @@ def test_both_pretraining_contenders_train(tiny_bert):
         pretrain_throughput.contender(name, args, results)
         speed, peak = results.get()
         assert speed > 0 and peak > 0
+
+
+def test_the_preprocessing_benchmark_runs_both_parts(tiny_bert, tmp_path, capsys):
+    import preprocess_throughput
+
+    speedup = preprocess_throughput.main(["--tokenizer", str(tiny_bert), "--composers", "bach", "palestrina",
+                                          "--pieces", "3", "--pairs", "200", "--rounds", "1",
+                                          "--cache", str(tmp_path / "music21")])
+    out = capsys.readouterr().out
+    assert speedup > 0 and "files/s" in out and "rows/s" in out
+    assert out.strip().splitlines()[-1].startswith("parallel speedup")
+    assert len(list((tmp_path / "music21" / "midi").glob("*.mid"))) == 6

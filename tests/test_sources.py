@@ -181,3 +181,138 @@ def test_a_source_with_a_refused_archive_leaves_no_directory(server, tmp_path):
     with pytest.raises(InputError, match="refused"):
         sources.build_source(spec, tmp_path / "src")
     assert not (tmp_path / "src").exists() and not (tmp_path / "evil").exists()
+
+
+# ---- Resumable downloads: a partial file is continued with a Range request.
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves `payloads` in turn (the last one from then on); `drops` requests are cut off after
+    half their bytes, the connection closed; Range is honoured (206) when `honour_range`.
+    `ranges` records the Range header of every request."""
+    payloads = [PAYLOAD]
+    drops = 0
+    honour_range = True
+    ranges = []
+
+    def do_GET(self):
+        cls = RangeHandler
+        payload = cls.payloads.pop(0) if len(cls.payloads) > 1 else cls.payloads[0]
+        asked = self.headers.get("Range")
+        cls.ranges.append(asked)
+        start = int(re.fullmatch(r"bytes=(\d+)-", asked)[1]) if asked and cls.honour_range else 0
+        if start >= len(payload) and asked and cls.honour_range:
+            self.send_error(416)
+            return
+        body = payload[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if cls.drops > 0:
+            cls.drops -= 1
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def range_server():
+    RangeHandler.payloads, RangeHandler.drops, RangeHandler.honour_range = [PAYLOAD], 0, True
+    RangeHandler.ranges = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/data.txt"
+    httpd.shutdown()
+
+
+HALF = len(PAYLOAD) // 2
+
+
+def test_a_dropped_download_continues_with_a_range_request(range_server, tmp_path):
+    RangeHandler.drops = 1
+    assert sources.fetch_url(range_server, tmp_path / "data.txt", SHA, backoff=0.01) == SHA
+    assert (tmp_path / "data.txt").read_bytes() == PAYLOAD
+    assert RangeHandler.ranges == [None, f"bytes={HALF}-"]  # the second request asked for the rest only
+    assert [p.name for p in tmp_path.iterdir()] == ["data.txt"]  # no partial file left
+
+
+def test_a_server_that_ignores_range_restarts_from_zero(range_server, tmp_path):
+    RangeHandler.drops, RangeHandler.honour_range = 1, False
+    assert sources.fetch_url(range_server, tmp_path / "data.txt", SHA, backoff=0.01) == SHA
+    assert (tmp_path / "data.txt").read_bytes() == PAYLOAD
+    assert RangeHandler.ranges == [None, f"bytes={HALF}-"]
+
+
+def test_a_resumed_download_with_a_stale_start_restarts_from_zero(range_server, tmp_path):
+    new = b"TTGA" * 5000
+    RangeHandler.payloads, RangeHandler.drops = [PAYLOAD, new], 1  # the file changed between requests
+    digest = hashlib.sha256(new).hexdigest()
+    assert sources.fetch_url(range_server, tmp_path / "data.txt", digest, backoff=0.01) == digest
+    assert (tmp_path / "data.txt").read_bytes() == new
+    assert RangeHandler.ranges == [None, f"bytes={HALF}-", None]
+
+
+def test_a_download_dropped_every_time_fails_and_leaves_no_partial_file(range_server, tmp_path):
+    RangeHandler.drops = 10
+    with pytest.raises(InputError, match="download failed after 3 attempts: truncated"):
+        sources.fetch_url(range_server, tmp_path / "data.txt", SHA, retries=2, backoff=0.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- Checksums of url files without a sha256 in the config: recorded, then enforced.
+
+def test_a_checksum_is_recorded_at_the_first_download_and_enforced_later(server, tmp_path):
+    lock = tmp_path / "raw" / "checksums.lock"
+    spec = {"type": "url", "files": [{"url": server}]}
+    sources.build_source(spec, tmp_path / "raw" / "a", checksum_lock=lock)
+    assert lock.read_text() == f"{SHA}  {server}\n"
+    sources.build_source(spec, tmp_path / "raw" / "b", checksum_lock=lock)  # same file: accepted
+    assert lock.read_text() == f"{SHA}  {server}\n"
+    Handler.payload = PAYLOAD + b"changed"
+    new = hashlib.sha256(Handler.payload).hexdigest()
+    with pytest.raises(InputError) as err:
+        sources.build_source(spec, tmp_path / "raw" / "c", checksum_lock=lock)
+    assert str(err.value) == (f"{server}: sha256 differs from the one recorded in {lock}: "
+                              f"recorded {SHA}, new {new}")
+    assert not (tmp_path / "raw" / "c").exists()
+    assert lock.read_text() == f"{SHA}  {server}\n"
+
+
+def test_a_checksum_given_in_the_config_is_not_recorded(server, tmp_path):
+    lock = tmp_path / "checksums.lock"
+    sources.build_source({"type": "url", "files": [{"url": server, "sha256": SHA}]}, tmp_path / "src",
+                         checksum_lock=lock)
+    assert not lock.exists()
+
+
+def test_a_lock_recorded_beside_this_job_is_enforced(tmp_path):
+    lock = sources.ChecksumLock(tmp_path / "checksums.lock")
+    lock.record("file:///x", "a" * 64)
+    lock.record("file:///x", "a" * 64)  # the same again: nothing new
+    with pytest.raises(InputError, match=f"file:///x: .*recorded {'a' * 64}, new {'b' * 64}"):
+        lock.record("file:///x", "b" * 64)
+    assert lock.path.read_text() == f"{'a' * 64}  file:///x\n"
+
+
+def test_the_cli_records_and_enforces_a_checksum(server, tmp_path, capsys):
+    import json
+
+    from crossdisc import cli
+
+    lock = tmp_path / "checksums.lock"
+    argv = ["source", "--spec", json.dumps({"type": "url", "files": [{"url": server}]}),
+            "--checksum-lock", str(lock)]
+    cli.main(argv + ["--out", str(tmp_path / "a")])
+    assert lock.read_text() == f"{SHA}  {server}\n"
+    Handler.payload = b"other"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv + ["--out", str(tmp_path / "b")])
+    assert exit_.value.code == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith(f"crossdisc source: error: {server}: sha256 differs") and f"recorded {SHA}" in message

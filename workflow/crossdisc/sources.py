@@ -1,12 +1,17 @@
 """The download stage: fetch or locate each raw data source into results/raw/<source>/.
 
 Every source directory is built in a temporary directory and renamed into place only when it is
-complete, with a SHA256SUMS manifest of its files. Remote files are verified against the sha256 in
-the config before they are accepted; archives can be extracted in place (`extract`), refusing any
-member that would land outside the source directory.
+complete, with a SHA256SUMS manifest of its files. Remote files are verified against their size
+and the sha256 in the config before they are accepted (an interrupted download continues with an
+HTTP Range request); a file without a sha256 in the config has the one of its first download
+recorded in a lock file, and must match it afterwards. Archives can be extracted in place
+(`extract`), refusing any member that would land outside the source directory.
 """
 
+import fcntl
 import gzip
+import http.client
+import os
 import logging
 import random
 import re
@@ -22,35 +27,103 @@ from pathlib import Path, PurePosixPath
 
 from . import synthetic
 from .errors import InputError
-from .files import atomic_dir, atomic_path, sha256_of
+from .files import atomic_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
 
-def fetch_url(url, dest, sha256=None, retries=4, backoff=1.0, timeout=60):
-    """Download `url` to `dest`, retrying with exponential backoff; accept it only if its sha256
-    matches. The file appears under its final name only when complete and verified."""
-    for attempt in range(retries + 1):
-        try:
-            with atomic_path(dest) as tmp:
-                with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                    shutil.copyfileobj(response, out, 1 << 20)
-                    expected = response.headers.get("Content-Length")
-                if expected is not None and tmp.stat().st_size != int(expected):
-                    raise OSError(f"truncated: {tmp.stat().st_size} of {expected} bytes")
-                digest = sha256_of(tmp)
+class _Restart(Exception):
+    """The partial file cannot be continued: the next attempt starts from zero."""
+
+
+def _content_range(header):
+    """(first byte, total size or None) of a 206 answer's `Content-Range: bytes a-b/total`."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*", header or "")
+    if not match:
+        raise OSError(f"unreadable Content-Range {header!r}")
+    return int(match[1]), None if match[2] == "*" else int(match[2])
+
+
+def _fetch_once(url, part, timeout, validator):
+    """One attempt: continue `part` with a Range request where it holds bytes, append to it on a
+    206 answer, rewrite it from zero on a 200 (a server, or file://, that ignores Range). Returns
+    (expected total size or None, whether it continued earlier bytes, the response's validator)."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url)
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+        if validator:  # a changed file is sent whole (200) instead of a mismatched tail
+            request.add_header("If-Range", validator)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416:  # the range is past the end: what we hold is not a prefix of the file
+            part.unlink(missing_ok=True)
+            raise _Restart("the server refused the range (416)") from None
+        raise
+    with response:
+        status = getattr(response, "status", None)
+        length = response.headers.get("Content-Length")
+        if have and status == 206:
+            first, total = _content_range(response.headers.get("Content-Range"))
+            if first != have:
+                part.unlink(missing_ok=True)
+                raise _Restart(f"the server resumed at byte {first}, not {have}")
+            if total is None and length is not None:
+                total = have + int(length)
+            mode, resumed = "ab", True
+        else:
+            total = int(length) if length is not None else None
+            mode, resumed = "wb", False
+            etag = response.headers.get("ETag")
+            validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
+        with open(part, mode) as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    return total, resumed, validator
+
+
+def fetch_url(url, dest, sha256=None, retries=4, backoff=1.0, timeout=60, recorded_in=None):
+    """Download `url` to `dest`, retrying with exponential backoff and continuing the partial file
+    with HTTP Range requests where the server allows it; accept it only if its size and sha256
+    match. The partial file is `.<name>.part` beside `dest`; the file appears under its final name
+    only when complete and verified, and a failed download leaves neither. `recorded_in` names the
+    lock file that `sha256` was read from, for the error message."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part")
+    part.unlink(missing_ok=True)
+    validator = None
+    try:
+        for attempt in range(retries + 1):
+            try:
+                total, resumed, validator = _fetch_once(url, part, timeout, validator)
+                size = part.stat().st_size
+                if total is not None and size != total:
+                    raise OSError(f"truncated: {size} of {total} bytes")
+                digest = sha256_of(part)
                 if sha256 and digest != sha256:
+                    if resumed:  # the bytes kept from an earlier attempt may be stale: once more from zero
+                        part.unlink()
+                        raise _Restart(f"sha256 mismatch after resuming: got {digest}")
+                    if recorded_in:
+                        raise InputError(url, f"sha256 differs from the one recorded in {recorded_in}: "
+                                              f"recorded {sha256}, new {digest}")
                     raise InputError(url, f"sha256 mismatch: expected {sha256}, got {digest}")
-            log.info("fetched %s (sha256 %s)", url, digest)
-            return digest
-        except InputError:
-            raise
-        except (OSError, urllib.error.URLError) as err:
-            if attempt == retries:
-                raise InputError(url, f"download failed after {retries + 1} attempts: {err}") from err
-            wait = backoff * 2**attempt
-            log.warning("attempt %d of %s failed (%s); retrying in %.1fs", attempt + 1, url, err, wait)
-            time.sleep(wait)
+                os.replace(part, dest)
+                log.info("fetched %s (sha256 %s)", url, digest)
+                return digest
+            except InputError:
+                raise
+            except (OSError, urllib.error.URLError, http.client.HTTPException, _Restart) as err:
+                if attempt == retries:
+                    raise InputError(url, f"download failed after {retries + 1} attempts: {err}") from err
+                wait = backoff * 2**attempt
+                kept = part.stat().st_size if part.exists() else 0
+                log.warning("attempt %d of %s failed (%s); retrying in %.1fs%s", attempt + 1, url, err, wait,
+                            f", continuing from byte {kept}" if kept else "")
+                time.sleep(wait)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -97,11 +170,63 @@ def extract_archive(archive, out):
         raise InputError(archive, f"corrupt or truncated archive ({err})") from None
 
 
-def _url_files(spec, out):
-    """Download each file; with `extract`, archives are also extracted beside it."""
+class ChecksumLock:
+    """sha256 of the `url` files that have none in the config, recorded at their first verified
+    download and enforced on every later one: lines `<sha256>  <url>`, appended under an exclusive
+    lock (flock), so download jobs running side by side can share one file. To accept a changed
+    file, delete its line."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def _read(self, handle):
+        recorded = {}
+        for n, line in enumerate(handle.read().splitlines(), 1):
+            if not line.strip():
+                continue
+            digest, _, url = line.partition("  ")
+            if not (re.fullmatch(r"[0-9a-f]{64}", digest) and url):
+                raise InputError(self.path, "not a line '<sha256>  <url>'", f"line {n}")
+            recorded.setdefault(url, digest)
+        return recorded
+
+    def recorded(self, url):
+        """The sha256 recorded for `url`, or None."""
+        if not self.path.exists():
+            return None
+        with open(self.path) as handle:
+            return self._read(handle).get(url)
+
+    def record(self, url, digest):
+        """Record `digest` for `url`, unless a job beside this one has recorded another meanwhile."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            recorded = self._read(handle).get(url)
+            if recorded is None:
+                handle.write(f"{digest}  {url}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+                log.info("recorded sha256 %s of %s in %s", digest, url, self.path)
+            elif recorded != digest:
+                raise InputError(url, f"sha256 differs from the one recorded in {self.path}: "
+                                      f"recorded {recorded}, new {digest}")
+
+
+def _url_files(spec, out, lock=None):
+    """Download each file; with `extract`, archives are also extracted beside it. A file without a
+    sha256 in the config is checked against `lock` (a ChecksumLock), which records it the first
+    time."""
     for entry in spec["files"]:
         name = entry.get("name") or entry["url"].rsplit("/", 1)[-1]
-        fetch_url(entry["url"], out / name, entry.get("sha256"))
+        url, expected, recorded_in = entry["url"], entry.get("sha256"), None
+        if not expected and lock is not None:
+            expected = lock.recorded(url)
+            recorded_in = lock.path if expected else None
+        digest = fetch_url(url, out / name, expected, recorded_in=recorded_in)
+        if not entry.get("sha256") and lock is not None:
+            lock.record(url, digest)
         if spec.get("extract") and name.endswith(ARCHIVE_SUFFIXES):
             extract_archive(out / name, out)
 
@@ -197,10 +322,15 @@ BUILDERS = {
 }
 
 
-def build_source(spec, out_dir):
-    """Build one raw source directory atomically, ending with its SHA256SUMS manifest."""
+def build_source(spec, out_dir, checksum_lock=None):
+    """Build one raw source directory atomically, ending with its SHA256SUMS manifest.
+    `checksum_lock`: the lock file of the sha256 of `url` files that have none in the config
+    (see ChecksumLock); without it such files are accepted unchecked."""
     with atomic_dir(out_dir) as tmp:
-        BUILDERS[spec["type"]](spec, tmp)
+        if spec["type"] == "url":
+            _url_files(spec, tmp, ChecksumLock(checksum_lock) if checksum_lock else None)
+        else:
+            BUILDERS[spec["type"]](spec, tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = "".join(f"{sha256_of(p)}  {p.relative_to(tmp)}\n" for p in files)
         (tmp / "SHA256SUMS").write_text(manifest)

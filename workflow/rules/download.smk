@@ -6,12 +6,14 @@ rule download_source:
         directory(RAW),
     params:
         spec=source_spec,
+        # sha256 of files the config gives none for, recorded on first download, enforced later
+        lock=f"{RESULTS}/raw/checksums.lock",
     log:
         f"{RESULTS}/logs/download/{{source}}.log",
     conda:
         ENV
     shell:
-        "crossdisc source --spec {params.spec:q} --out {output} > {log} 2>&1"
+        "crossdisc source --spec {params.spec:q} --out {output} --checksum-lock {params.lock} > {log} 2>&1"
 
 
 rule fetch_model:
