@@ -21,7 +21,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     source=alternatives(config["sources"]),
-    model=alternatives({job["model"] for job in runs()} | set(config["models"])),
+    model=alternatives({job["model"] for job in runs()} | set(config["models"]) | set(fetched_checkpoints())),
     name=alternatives(config["pretrain"]),
     step=r"\d+",
     task=alternatives(config["tasks"]),
@@ -33,6 +33,7 @@ wildcard_constraints:
 
 include: "workflow/rules/download.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/corpus.smk"
 include: "workflow/rules/token_map.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"

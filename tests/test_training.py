@@ -147,6 +147,50 @@ def test_a_checkpoint_loads_as_a_classifier(tmp_path, tiny_bert):
     assert model.config.num_labels == 3 and load_tokenizer(run_dir).cls_token_id == 101
 
 
+def test_a_killed_pretraining_resumes_to_the_checkpoint_of_an_uninterrupted_run(tmp_path, tiny_bert):
+    """SIGKILL `crossdisc pretrain` once its resumable state exists, rerun the same command, and get
+    the same weights as a run that was never interrupted."""
+    from safetensors.torch import load_file
+
+    from crossdisc.corpus import prepare_corpus
+    from crossdisc.models import load_tokenizer
+
+    prepared = tmp_path / "corpus.parquet"
+    prepare_corpus(write_corpus(tmp_path / "corpus.txt"), load_tokenizer(tiny_bert), prepared)
+    spec = {"architecture": ARCH, "total_steps": 30, "seed": 100,
+            "training": {**PRETRAIN_HP, "checkpoint_every": 2}}
+
+    def command(name):
+        return [sys.executable, "-m", "crossdisc", "pretrain", "--corpus", str(prepared), "--tokenizer", str(tiny_bert),
+                "--spec", json.dumps(spec), "--step", "30", "--state", str(tmp_path / f"state-{name}"),
+                "--device", "cpu", "--out", str(tmp_path / name)]
+
+    subprocess.run(command("reference"), check=True, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command("run"), stderr=subprocess.DEVNULL)
+    state = tmp_path / "state-run" / pretrain.STATE_FILE
+    deadline = time.time() + 120
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state.exists() and not (tmp_path / "run").exists()
+    killed_at = torch_load_step(state)
+    assert 0 < killed_at < 30
+    rerun = subprocess.run(command("run"), check=True, stderr=subprocess.PIPE, text=True)
+    assert f"resuming from step {killed_at}" in rerun.stderr
+    assert not state.exists()  # the resumable state is gone once the checkpoint is written
+    resumed = load_file(tmp_path / "run" / "model.safetensors")
+    reference = load_file(tmp_path / "reference" / "model.safetensors")
+    assert resumed.keys() == reference.keys()
+    assert all(np.array_equal(resumed[k], reference[k]) for k in reference)
+
+
+def torch_load_step(path):
+    import torch
+
+    return torch.load(path, weights_only=True)["step"]
+
+
 def test_masking_follows_the_bert_recipe():
     import torch
 

@@ -7,7 +7,8 @@ one is never recomputed, and a killed job resumes from its last saved state.
 
 The BERT recipe: 15% of the non-special tokens selected, of those 80% [MASK], 10% a random token,
 10% kept; AdamW with linear warm-up and linear decay. The MLM output layer is computed only at the
-selected positions, and sentences of a document are packed into full-length sequences.
+selected positions, and sentences of a document are packed into full-length sequences. The text
+comes tokenised and deduplicated from `crossdisc prepare-corpus` (crossdisc.corpus).
 """
 
 import math
@@ -20,21 +21,21 @@ from tqdm import tqdm
 from .files import atomic_dir, atomic_path
 from .finetune import pick_device
 from .models import load_tokenizer
-from .preprocess import read_corpus_sentences
+from .corpus import read_documents
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
             "mask_probability": 0.15, "checkpoint_every": 500}
 STATE_FILE = "training_state.pt"
 
 
-def pack_documents(corpus_path, tokenizer, max_length):
-    """Sequences [CLS] s1 s2 ... [SEP] filled with consecutive sentences of one document."""
-    text = Path(corpus_path).read_text()
-    documents = [d.splitlines() for d in text.split("\n\n") if d.strip()]
+def pack_documents(documents, tokenizer, max_length):
+    """Sequences [CLS] s1 s2 ... [SEP] filled with consecutive sentences of one document.
+
+    `documents` are prepared documents (crossdisc.corpus): each a list of its sentences' token ids."""
     body = max_length - 2
     blocks = []
     for sentences in documents:
-        ids = [t for s in tokenizer(sentences, add_special_tokens=False)["input_ids"] for t in s]
+        ids = [t for s in sentences for t in s]
         for start in range(0, len(ids), body):
             chunk = ids[start:start + body]
             if len(chunk) >= body // 4:  # a short document tail carries too little context
@@ -73,6 +74,8 @@ def mlm_loss(model, ids, tokenizer, probability, generator, device):
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
              previous_dir=None, state_dir=None, device="auto"):
+    """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus
+    (`crossdisc prepare-corpus`, checked against the tokenizer) or a corpus.txt prepared in memory."""
     from transformers import BertConfig, BertForMaskedLM
 
     hp = {**DEFAULTS, **hparams}
@@ -111,7 +114,8 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": at, "curve": curve}
 
-    blocks = pack_documents(corpus_path, tokenizer, hp["max_length"]) if at < step else []
+    documents = read_documents(corpus_path, tokenizer) if at < step else []
+    blocks = pack_documents(documents, tokenizer, hp["max_length"])
     per_epoch = math.ceil(len(blocks) / hp["batch_size"]) if blocks else 1
     progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train")
     while at < step:

@@ -96,9 +96,18 @@ def read_table(path):
 
 
 def count_tokens(corpus_path, tokenizer):
-    """Token frequencies of a text corpus under the model tokenizer (for `most-frequent`)."""
-    from .preprocess import read_corpus_sentences
+    """Token frequencies of a text corpus under the model tokenizer (for `most-frequent`): of a
+    prepared corpus (Parquet, from `crossdisc prepare-corpus`, duplicates dropped; checked against
+    the tokenizer) or of a corpus.txt tokenised here (every line counted)."""
+    from . import corpus
 
-    ids = tokenizer(read_corpus_sentences(corpus_path), add_special_tokens=False)["input_ids"]
-    counts = np.bincount(np.concatenate([np.asarray(i, dtype=np.int64) for i in ids]), minlength=len(tokenizer))
+    if corpus.is_prepared(corpus_path):
+        corpus.check_tokenizer(corpus_path, tokenizer)
+        ids = corpus.token_ids(corpus_path)
+    else:
+        from .preprocess import read_corpus_sentences
+
+        tokenised = tokenizer(read_corpus_sentences(corpus_path), add_special_tokens=False)["input_ids"]
+        ids = np.concatenate([np.asarray(i, dtype=np.int64) for i in tokenised] or [np.zeros(0, np.int64)])
+    counts = np.bincount(ids, minlength=len(tokenizer))
     return pd.DataFrame({"id": np.arange(len(counts)), "count": counts})

@@ -4,6 +4,7 @@
 import itertools
 import json
 import re
+import shlex
 
 from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
@@ -99,18 +100,19 @@ check_grid()
 def model_dir(model):
     ckpt = split_checkpoint(model)
     if ckpt:
-        return CHECKPOINT.format(name=ckpt[0], step=ckpt[1])
+        return checkpoint_dir(*ckpt)
     return MODEL.format(model=model)
 
 
 def vocabulary_of(model):
     """The model whose tokenizer (vocabulary) a model reads: itself, or a checkpoint's tokenizer model."""
     ckpt = split_checkpoint(model)
-    return config["pretrain"][ckpt[0]]["tokenizer"] if ckpt else model
+    return checkpoint_vocabulary(ckpt[0]) if ckpt else model
 
 
 def model_spec(wildcards):
-    return json.dumps(config["models"][wildcards.model])
+    ckpt = split_checkpoint(wildcards.model)  # a step of a published checkpoint series
+    return json.dumps(fetched_checkpoint_spec(*ckpt) if ckpt else config["models"][wildcards.model])
 
 
 # ---- sources, tokens, token maps --------------------------------------------------------------
@@ -161,6 +163,65 @@ def corpus_flag(wildcards, input):
 
 # ---- pre-training -----------------------------------------------------------------------------
 
+CORPUS = f"{RESULTS}/corpus/{{source}}/{{vocab}}.parquet"  # a tokenised, deduplicated corpus
+
+
+def is_fetched(name):
+    """A `pretrain` entry with `source: hub` names published step checkpoints instead of training."""
+    return config["pretrain"][name].get("source", "train") == "hub"
+
+
+def fetched_checkpoints():
+    """`<name>@<step>` of every step of every fetched series: models under results/models/."""
+    return [f"{name}@{step}" for name in config["pretrain"] if is_fetched(name) for step in config["pretrain"][name]["steps"]]
+
+
+def checkpoint_dir(name, step):
+    return MODEL.format(model=f"{name}@{step}") if is_fetched(name) else CHECKPOINT.format(name=name, step=step)
+
+
+def checkpoint_vocabulary(name):
+    """The model whose tokenizer a series reads: its `tokenizer`, else (fetched series) its first step."""
+    spec = config["pretrain"][name]
+    return spec.get("tokenizer") or f"{name}@{min(spec['steps'])}"
+
+
+def fetched_checkpoint_spec(name, step):
+    """The `models` spec of one step of a fetched series: `{step}` in `id` and `revision` is the
+    optimiser step divided by `step_unit` (default 1000: MultiBERTs' `step_20k` is step 20000)."""
+    spec = config["pretrain"][name]
+    value = step // spec.get("step_unit", 1000)
+    fetched = {"source": "hub", "id": spec["id"].format(step=value)}
+    if spec.get("revision"):
+        fetched["revision"] = spec["revision"].format(step=value)
+    if spec.get("sha256", {}).get(str(step)):
+        fetched["sha256"] = spec["sha256"][str(step)]
+    return fetched
+
+
+def check_pretrain():
+    """Fail at start-up, with one line naming the entry, on what the schema cannot check."""
+    for name, spec in config["pretrain"].items():
+        where = f"config: pretrain '{name}'"
+        if is_fetched(name):
+            unit = spec.get("step_unit", 1000)
+            if bad := [s for s in spec["steps"] if s % unit]:
+                raise WorkflowError(f"{where}: steps {bad} are not multiples of step_unit {unit}")
+            if spec.get("tokenizer") and spec["tokenizer"] not in config["models"]:
+                raise WorkflowError(f"{where}: unknown tokenizer model '{spec['tokenizer']}'")
+            continue
+        if spec["corpus"] not in config["sources"]:
+            raise WorkflowError(f"{where}: unknown corpus source '{spec['corpus']}'")
+        if spec["tokenizer"] not in config["models"]:
+            raise WorkflowError(f"{where}: unknown tokenizer model '{spec['tokenizer']}'")
+
+
+check_pretrain()
+
+
+def corpus_inputs(wildcards):
+    return {"raw": RAW.format(source=wildcards.source), "tokenizer": MODEL.format(model=wildcards.vocab)}
+
 
 def previous_checkpoint(wildcards):
     """The checkpoint a pre-training job continues from: the configured step before this one."""
@@ -170,7 +231,8 @@ def previous_checkpoint(wildcards):
 
 def pretrain_inputs(wildcards):
     spec = config["pretrain"][wildcards.name]
-    inputs = {"corpus": RAW.format(source=spec["corpus"]), "tokenizer": MODEL.format(model=spec["tokenizer"])}
+    inputs = {"corpus": CORPUS.format(source=spec["corpus"], vocab=spec["tokenizer"]),
+              "tokenizer": MODEL.format(model=spec["tokenizer"])}
     if previous_checkpoint(wildcards):
         inputs["previous"] = previous_checkpoint(wildcards)
     return inputs
@@ -187,7 +249,7 @@ def pretrain_spec(wildcards):
 
 
 def checkpoints_of(name):
-    return [CHECKPOINT.format(name=name, step=s) for s in config["pretrain"][name]["steps"]]
+    return [checkpoint_dir(name, s) for s in config["pretrain"][name]["steps"]]
 
 
 # ---- fine-tuning ------------------------------------------------------------------------------
@@ -227,9 +289,17 @@ def steps_figure_flag(wildcards, output):
     return f"--steps-figure {' '.join(output.steps)}" if output.steps else ""
 
 
+def paper_tables_flag(wildcards, output):
+    if not output.paper:
+        return ""
+    return f"--paper-rows {shlex.quote(json.dumps(config['paper_rows']))} --paper-tables {' '.join(output.paper)}"
+
+
 def final_outputs():
     outputs = [f"{RESULTS}/tables/results.md", f"{RESULTS}/tables/results.csv",
                f"{RESULTS}/figures/loss_curves.png", f"{RESULTS}/figures/loss_curves.svg"]
     if has_pretrain_runs():
         outputs += [f"{RESULTS}/figures/pretrain_steps.png", f"{RESULTS}/figures/pretrain_steps.svg"]
+    if config["paper_rows"]:
+        outputs += [f"{RESULTS}/tables/paper.md", f"{RESULTS}/tables/paper.csv"]
     return outputs

@@ -1,4 +1,6 @@
 # Masked-language-model pre-training: one job per checkpoint, each continuing from the previous.
+# It reads the corpus prepared by corpus.smk; the steps of a `source: hub` series are fetched by
+# fetch_model (download.smk) instead.
 
 
 rule pretrain:
@@ -6,6 +8,8 @@ rule pretrain:
         unpack(pretrain_inputs),
     output:
         directory(CHECKPOINT),
+    wildcard_constraints:
+        name=alternatives(name for name in config["pretrain"] if not is_fetched(name)),
     params:
         spec=pretrain_spec,
         previous=previous_flag,
@@ -24,6 +28,6 @@ rule pretrain:
     conda:
         ENV
     shell:
-        "crossdisc pretrain --corpus {input.corpus}/corpus.txt --tokenizer {input.tokenizer} "
+        "crossdisc pretrain --corpus {input.corpus} --tokenizer {input.tokenizer} "
         "--spec {params.spec:q} --step {wildcards.step} {params.previous} --state {params.state} "
         "--device {params.device} --out {output} > {log} 2>&1"

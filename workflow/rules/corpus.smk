@@ -1,0 +1,15 @@
+# Pre-training corpora: a source's corpus.txt tokenised once per vocabulary, duplicates dropped.
+
+
+rule prepare_corpus:
+    input:
+        unpack(corpus_inputs),
+    output:
+        CORPUS,
+    log:
+        f"{RESULTS}/logs/corpus/{{source}}/{{vocab}}.log",
+    conda:
+        ENV
+    shell:
+        "crossdisc prepare-corpus --corpus {input.raw}/corpus.txt --tokenizer {input.tokenizer} "
+        "--out {output} > {log} 2>&1"
