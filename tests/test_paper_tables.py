@@ -4,8 +4,10 @@ printed, our number beside the paper's and the difference."""
 import math
 
 import pandas as pd
+import yaml
 
-from crossdisc.aggregate import paper_tables, paper_tables_markdown, read_published
+from conftest import REPO
+from crossdisc.aggregate import paper_tables, paper_tables_long, paper_tables_markdown, read_published
 
 PUBLISHED = pd.DataFrame(
     [
@@ -41,8 +43,11 @@ RUNS = pd.DataFrame([
 ])
 
 
+PAPER_ROWS = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["paper_rows"]
+
+
 def test_tables_keep_the_papers_rows_and_columns_with_ours_paper_and_difference():
-    tables = paper_tables(RUNS, PUBLISHED)
+    tables = paper_tables(RUNS, PAPER_ROWS, PUBLISHED)
     assert list(tables) == ["table1", "appendix_table2", "table2"]
     table1 = tables["table1"]
     assert list(table1.index) == [("shift 1000", "BERT"), ("shift 1000", "BERT (rand)"), ("shift 1000 1% data", "BERT")]
@@ -57,7 +62,7 @@ def test_tables_keep_the_papers_rows_and_columns_with_ours_paper_and_difference(
 
 
 def test_validation_rows_read_dev_and_unrun_rows_stay_empty():
-    tables = paper_tables(RUNS, PUBLISHED)
+    tables = paper_tables(RUNS, PAPER_ROWS, PUBLISHED)
     assert tables["appendix_table2"].loc[("", "BERT"), ("composer", "ours")] == 60.0  # dev, not test
     assert tables["table2"].loc[("", "BERT"), ("composer", "ours")] == 50.0
     specific = tables["table2"].loc[("", "specific")]
@@ -65,13 +70,20 @@ def test_validation_rows_read_dev_and_unrun_rows_stay_empty():
 
 
 def test_markdown_shows_each_cell_as_ours_paper_and_difference():
-    text = paper_tables_markdown(paper_tables(RUNS, PUBLISHED))
+    text = paper_tables_markdown(paper_tables(RUNS, PAPER_ROWS, PUBLISHED))
     assert "### table1" in text and "| shift 1000 | BERT | 81.0 / 81.2 (-0.2) | 70.0 / 77.8 (-7.8) |" in text
     assert "|  | specific | - / - (-) |" in text
 
 
 def test_the_real_published_numbers_lay_out_as_the_papers_four_tables():
-    tables = paper_tables(RUNS.iloc[:0], read_published())
+    tables = paper_tables(RUNS.iloc[:0], PAPER_ROWS, read_published())
     assert {name: frame.shape for name, frame in tables.items()} == {
         "table1": (7, 9), "appendix_table1": (9, 24), "table2": (4, 24), "appendix_table2": (3, 24)}
     assert tables["appendix_table1"].loc[("random shift", "BERT (rand)"), ("rte", "paper")] == 51.0
+
+
+def test_the_long_table_has_one_row_per_printed_cell():
+    long = paper_tables_long(paper_tables(RUNS, PAPER_ROWS, PUBLISHED))
+    assert list(long.columns) == ["table", "section", "row", "task", "ours", "paper", "diff"]
+    assert len(long) == 3 * 2 + 1 + 2  # table1: 3 rows x 2 tasks; appendix_table2: 1; table2: 2 rows x 1
+    assert long.query("table == 'table1' and row == 'BERT' and section == 'shift 1000' and task == 'qqp'")["ours"].item() == 81.0

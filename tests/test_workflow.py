@@ -49,6 +49,9 @@ def tiny_config(results, model_dir):
                         "alphabet": "ARNDCQEGHILKMFPSTWYVXOUBZ", "metric": "spearman", "max_length": 18},
         },
         "experiments": EXPERIMENTS,
+        # the composer task stands in for the paper's Table 2 composer column
+        "paper_rows": [{"section": "", "row": "BERT", "experiment": "non-text", "model": "tiny", "init": "pretrained",
+                        "token_map": "most-frequent"}],
     }
 
 
@@ -111,6 +114,17 @@ def test_pretraining_checkpoints_and_the_steps_figure_exist(finished_run):
     for name in ("loss_curves.png", "pretrain_steps.png"):
         assert (workdir / "results/figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (workdir / "results/figures/loss_curves.svg").read_bytes()[:500]
+
+
+def test_the_papers_tables_show_our_number_beside_the_published_one(finished_run):
+    workdir, _ = finished_run
+    paper = pd.read_csv(workdir / "results/tables/paper.csv")
+    cell = paper.query("table == 'table2' and row == 'BERT' and task == 'composer'").iloc[0]
+    ours = pd.read_csv(workdir / "results/tables/results.csv").query(
+        "experiment == 'non-text' and task == 'composer' and init == 'pretrained'")["test_mean"].item()
+    assert cell["paper"] == 55.2 and cell["ours"] == ours and cell["diff"] == round(ours - 55.2, 1)
+    assert paper.query("row == 'ALBERT'")["ours"].isna().all()  # rows the config does not run stay empty
+    assert "| shift 1000 | BERT |" in (workdir / "results/tables/paper.md").read_text()
 
 
 def test_the_report_holds_the_table_and_figures(finished_run):

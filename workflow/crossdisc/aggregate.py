@@ -23,27 +23,6 @@ PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"
 PUBLISHED_SPLITS = {"test": "test", "validation": "dev"}
 
 
-def _cell(experiment, model, init, token_map, fraction="1.0"):
-    return dict(experiment=experiment, model=model, init=init, token_map=token_map, fraction=fraction)
-
-
-PAPER_ROWS = {
-    ("shift 1000", "BERT"): _cell("table1-shift1000", "bert-base-uncased", "pretrained", "shift-1000"),
-    ("shift 1000", "BERT (rand)"): _cell("table1-shift1000", "bert-base-uncased", "scratch", "shift-1000"),
-    ("shift 1000", "ALBERT"): _cell("table1-shift1000", "albert-base-v1", "pretrained", "shift-1000"),
-    ("shift 1000", "ALBERT (rand)"): _cell("table1-shift1000", "albert-base-v1", "scratch", "shift-1000"),
-    ("random shift", "BERT"): _cell("table1-random-shift", "bert-base-uncased", "pretrained", "random-shift"),
-    ("random shift", "BERT (rand)"): _cell("table1-random-shift", "bert-base-uncased", "scratch", "random-shift"),
-    ("shift 1000 1% data", "BERT"): _cell("table1-1pct", "bert-base-uncased", "pretrained", "shift-1000", "0.01"),
-    ("shift 1000 1% data", "BERT (rand)"): _cell("table1-1pct", "bert-base-uncased", "scratch", "shift-1000", "0.01"),
-    ("normal data", "BERT (re-emb)"): _cell("table1-re-emb", "bert-base-uncased", "re-emb", "identity"),
-    ("", "specific"): None,
-    ("", "BERT"): _cell("table2", "bert-base-uncased", "pretrained", "most-frequent"),
-    ("", "re-emb"): _cell("table2", "bert-base-uncased", "re-emb", "most-frequent"),
-    ("", "rand"): _cell("table2", "bert-base-uncased", "scratch", "most-frequent"),
-}
-
-
 def read_published(path=PUBLISHED):
     """The published numbers, one row per table cell; `value` as printed (text), empty where the
     paper prints '-'."""
@@ -147,8 +126,23 @@ def plot_pretrain_steps(runs, paths):
     _save(fig, paths)
 
 
-def aggregate(metrics_paths, table_paths, loss_figure_paths, steps_figure_paths=()):
+def paper_tables_long(tables):
+    """`paper_tables` as one long CSV-ready frame: table, section, row, task, ours, paper, diff."""
+    frames = []
+    for name, frame in tables.items():
+        long = frame.stack("task", future_stack=True).reset_index()
+        frames.append(long.assign(table=name)[["table", "section", "row", "task", "ours", "paper", "diff"]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate(metrics_paths, table_paths, loss_figure_paths, steps_figure_paths=(), paper_rows=(),
+              paper_table_paths=()):
     runs = collect(metrics_paths)
+    if paper_table_paths:
+        tables = paper_tables(runs, paper_rows)
+        for path in paper_table_paths:
+            text = paper_tables_long(tables).to_csv(index=False) if str(path).endswith(".csv") else paper_tables_markdown(tables)
+            write_text(path, text)
     cells = summarise(runs)
     for path in table_paths:
         text = cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells)
@@ -159,16 +153,19 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths, steps_figure_paths=
         plot_pretrain_steps(runs, steps_figure_paths)
 
 
-def paper_tables(runs, published=None):
+def paper_tables(runs, paper_rows, published=None):
     """The paper's tables laid out as printed, our numbers beside the published ones.
 
-    `runs` is the runs table of `collect` (one row per run, metrics as fractions); `published`
-    the rows of published.csv (default: read it). Returns {table name: DataFrame} in the order
+    `runs` is the runs table of `collect` (one row per run, metrics as fractions); `paper_rows`
+    the config's `paper_rows` (which grid cell each printed row is); `published` the rows of
+    published.csv (default: read it). Returns {table name: DataFrame} in the order
     of published.csv: rows (section, row label) and columns (task, ours | paper | diff) in the
     paper's order, in percent to one decimal. `ours` is the mean over seeds of the run's `test`
-    (published split test) or `dev` (published split validation) for the grid cell PAPER_ROWS
+    (published split test) or `dev` (published split validation) of the grid cell its paper row
     names; NaN where the paper row is not run here, a run is missing, or the paper prints '-'."""
     published = read_published() if published is None else published
+    targets = {(r["section"], r["row"]): {**{k: r[k] for k in ("experiment", "model", "init", "token_map")},
+                                          "fraction": str(float(r.get("fraction", 1.0)))} for r in paper_rows}
     runs = runs.assign(fraction=runs["fraction"].map(lambda f: str(float(f))))
     means = runs.groupby(CELL_KEYS, sort=False)[["test", "dev"]].mean()
     tables = {}
@@ -180,7 +177,7 @@ def paper_tables(runs, published=None):
                              columns=columns)
         for cell in cells.itertuples(index=False):
             paper = float(cell.value) if cell.value != "" else float("nan")
-            target = PAPER_ROWS.get((cell.section, cell.row))
+            target = targets.get((cell.section, cell.row))
             ours = float("nan")
             if target is not None:
                 key = tuple({**target, "task": cell.task}[k] for k in CELL_KEYS)

@@ -16,12 +16,19 @@ rule aggregate:
         ]
         if has_pretrain_runs()
         else [],
+        paper=[
+            report(f"{RESULTS}/tables/paper.md", caption="../report/paper_tables.rst", category="Results"),
+            report(f"{RESULTS}/tables/paper.csv", caption="../report/paper_tables.rst", category="Results"),
+        ]
+        if config["paper_rows"]
+        else [],
     params:
         steps_figure=steps_figure_flag,
+        paper=paper_tables_flag,
     log:
         f"{RESULTS}/logs/aggregate.log",
     conda:
         ENV
     shell:
         "crossdisc aggregate --metrics {input.metrics} --table {output.table_md} {output.table_csv} "
-        "--loss-figure {output.loss_png} {output.loss_svg} {params.steps_figure} > {log} 2>&1"
+        "--loss-figure {output.loss_png} {output.loss_svg} {params.steps_figure} {params.paper} > {log} 2>&1"
