@@ -248,10 +248,6 @@ def pretrain_spec(wildcards):
     return json.dumps(spec)
 
 
-def checkpoints_of(name):
-    return [checkpoint_dir(name, s) for s in config["pretrain"][name]["steps"]]
-
-
 # ---- fine-tuning ------------------------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@ rule prepare_corpus:
         unpack(corpus_inputs),
     output:
         CORPUS,
+    # it opens the pre-training chain, the DAG's longest path (see pretrain.smk)
+    priority: 10
     log:
         f"{RESULTS}/logs/corpus/{{source}}/{{vocab}}.log",
     conda:
