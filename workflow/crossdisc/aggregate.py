@@ -92,10 +92,11 @@ def plot_loss_curves(runs, curve_paths, paths):
     panels = list(curves.groupby(["experiment", "task"], sort=False))
     fig, axes = _grid(len(panels))
     for ax, ((experiment, task), panel) in zip(axes, panels):
-        for (model, init), line in panel.groupby(["model", "init"], sort=False):
+        several_maps = panel["token_map"].nunique() > 1
+        for (model, init, token_map), line in panel.groupby(["model", "init", "token_map"], sort=False):
             mean = line.groupby("step")["loss"].mean()
             smooth = mean.rolling(max(1, len(mean) // 20), min_periods=1).mean()
-            ax.plot(smooth.index, smooth.values, label=f"{model} ({init})")
+            ax.plot(smooth.index, smooth.values, label=f"{model} ({init}{', ' + token_map if several_maps else ''})")
         ax.set(title=f"{task}\n[{experiment}]", xlabel="optimiser step", ylabel="training loss")
         ax.legend(fontsize=7)
     fig.suptitle("Training loss: pre-trained vs other initialisations")
@@ -108,11 +109,14 @@ def plot_pretrain_steps(runs, paths):
     with the off-the-shelf pre-trained model on the same task and token map as a reference line
     (the paper's Figure 3)."""
     steps = runs[runs["model"].str.contains("@")].copy()
+    steps["series"] = steps["model"].str.split("@").str[0]
     steps["pretrain_step"] = steps["model"].str.split("@").str[1].astype(int)
+    # a curve needs at least two checkpoints (single-checkpoint ablations are in the table)
+    steps = steps[steps.groupby(["task", "token_map", "series", "init"])["pretrain_step"].transform("nunique") > 1]
     panels = list(steps.groupby(["task", "token_map"], sort=False))
-    fig, axes = _grid(len(panels))
+    fig, axes = _grid(max(1, len(panels)))
     for ax, ((task, token_map), panel) in zip(axes, panels):
-        for (name, init), line in panel.groupby([panel["model"].str.split("@").str[0], "init"], sort=False):
+        for (name, init), line in panel.groupby(["series", "init"], sort=False):
             mean = line.groupby("pretrain_step")["test"].mean() * 100
             ax.plot(mean.index, mean.values, marker="o", label=f"{name} ({init})")
         reference = runs[(runs["task"] == task) & (runs["token_map"] == token_map) & (runs["init"] == "pretrained")
