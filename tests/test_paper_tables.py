@@ -7,7 +7,7 @@ import pandas as pd
 import yaml
 
 from conftest import REPO
-from crossdisc.aggregate import paper_tables, paper_tables_long, paper_tables_markdown, read_published
+from crossdisc.aggregate import paper_tables, paper_tables_latex, paper_tables_long, paper_tables_markdown, read_published
 
 PUBLISHED = pd.DataFrame(
     [
@@ -87,3 +87,10 @@ def test_the_long_table_has_one_row_per_printed_cell():
     assert list(long.columns) == ["table", "section", "row", "task", "ours", "paper", "diff"]
     assert len(long) == 3 * 2 + 1 + 2  # table1: 3 rows x 2 tasks; appendix_table2: 1; table2: 2 rows x 1
     assert long.query("table == 'table1' and row == 'BERT' and section == 'shift 1000' and task == 'qqp'")["ours"].item() == 81.0
+
+
+def test_latex_has_one_tabular_per_table_with_the_same_cells_as_markdown():
+    tables = paper_tables(RUNS, PAPER_ROWS, PUBLISHED)
+    latex = paper_tables_latex(tables)
+    assert latex.count("\\begin{tabular}") == 3
+    assert "shift 1000 & BERT & 81.0 / 81.2 (-0.2) & 70.0 / 77.8 (-7.8) \\\\" in latex

@@ -125,6 +125,7 @@ def test_the_papers_tables_show_our_number_beside_the_published_one(finished_run
     assert cell["paper"] == 55.2 and cell["ours"] == ours and cell["diff"] == round(ours - 55.2, 1)
     assert paper.query("row == 'ALBERT'")["ours"].isna().all()  # rows the config does not run stay empty
     assert "| shift 1000 | BERT |" in (workdir / "results/tables/paper.md").read_text()
+    assert "\\begin{tabular}" in (workdir / "results/tables/paper.tex").read_text()
 
 
 def test_the_report_holds_the_table_and_figures(finished_run):

@@ -144,9 +144,10 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths, steps_figure_paths=
     runs = collect(metrics_paths)
     if paper_table_paths:
         tables = paper_tables(runs, paper_rows)
+        writers = {".csv": lambda t: paper_tables_long(t).to_csv(index=False), ".md": paper_tables_markdown,
+                   ".tex": paper_tables_latex}
         for path in paper_table_paths:
-            text = paper_tables_long(tables).to_csv(index=False) if str(path).endswith(".csv") else paper_tables_markdown(tables)
-            write_text(path, text)
+            write_text(path, writers[Path(path).suffix](tables))
     cells = summarise(runs)
     for path in table_paths:
         text = cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells)
@@ -194,18 +195,41 @@ def paper_tables(runs, paper_rows, published=None):
     return tables
 
 
-def paper_tables_markdown(tables):
-    """Markdown of `paper_tables`: one table each, a cell `ours / paper (diff)`, '-' where missing."""
+def _cell_texts(frame, tasks):
+    """Rows of a paper table as (section, row, [`ours / paper (diff)` per task]), '-' where missing."""
     def number(x, signed=False):
         return "-" if pd.isna(x) else (f"{x:+.1f}" if signed else f"{x:.1f}")
 
+    for (section, row), values in frame.iterrows():
+        yield section, row, [f"{number(values[(t, 'ours')])} / {number(values[(t, 'paper')])} "
+                             f"({number(values[(t, 'diff')], signed=True)})" for t in tasks]
+
+
+def paper_tables_markdown(tables):
+    """Markdown of `paper_tables`: one table each, a cell `ours / paper (diff)`."""
     parts = []
     for name, frame in tables.items():
         tasks = list(dict.fromkeys(frame.columns.get_level_values("task")))
         lines = [f"### {name}", "", "| section | row | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 2)]
-        for (section, row), values in frame.iterrows():
-            cells = [f"{number(values[(t, 'ours')])} / {number(values[(t, 'paper')])} "
-                     f"({number(values[(t, 'diff')], signed=True)})" for t in tasks]
+        for section, row, cells in _cell_texts(frame, tasks):
             lines.append(f"| {section} | {row} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def paper_tables_latex(tables):
+    """LaTeX of `paper_tables`: one tabular each, a cell `ours / paper (diff)`."""
+    def escape(text):
+        return str(text).replace("%", r"\%").replace("_", r"\_").replace("&", r"\&")
+
+    parts = []
+    for name, frame in tables.items():
+        tasks = list(dict.fromkeys(frame.columns.get_level_values("task")))
+        lines = [f"% {name}: ours / published (ours minus published), percent",
+                 r"\begin{tabular}{ll" + "c" * len(tasks) + "}", r"\hline",
+                 " & ".join(["section", "row"] + [escape(t) for t in tasks]) + r" \\", r"\hline"]
+        for section, row, cells in _cell_texts(frame, tasks):
+            lines.append(" & ".join([escape(section), escape(row)] + cells) + r" \\")
+        lines += [r"\hline", r"\end{tabular}"]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)

@@ -78,7 +78,7 @@ def _commands():
     p.add_argument("--loss-figure", nargs="+", required=True, help="figure files (.png, .svg)")
     p.add_argument("--steps-figure", nargs="+", default=[], help="figure files (.png, .svg)")
     p.add_argument("--paper-rows", type=_json, default=[], help="the config's paper_rows")
-    p.add_argument("--paper-tables", nargs="+", default=[], help="the paper's tables beside ours (.md, .csv)")
+    p.add_argument("--paper-tables", nargs="+", default=[], help="the paper's tables beside ours (.md, .csv, .tex)")
     return parser
 
 

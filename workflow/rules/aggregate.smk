@@ -19,6 +19,7 @@ rule aggregate:
         paper=[
             report(f"{RESULTS}/tables/paper.md", caption="../report/paper_tables.rst", category="Results"),
             report(f"{RESULTS}/tables/paper.csv", caption="../report/paper_tables.rst", category="Results"),
+            f"{RESULTS}/tables/paper.tex",
         ]
         if config["paper_rows"]
         else [],

@@ -297,5 +297,5 @@ def final_outputs():
     if has_pretrain_runs():
         outputs += [f"{RESULTS}/figures/pretrain_steps.png", f"{RESULTS}/figures/pretrain_steps.svg"]
     if config["paper_rows"]:
-        outputs += [f"{RESULTS}/tables/paper.md", f"{RESULTS}/tables/paper.csv"]
+        outputs += [f"{RESULTS}/tables/paper.{suffix}" for suffix in ("md", "csv", "tex")]
     return outputs
