@@ -39,6 +39,11 @@ def split_documents(text):
     return documents
 
 
+def read_sentences(path):
+    """Every sentence of a BERT-layout corpus file, in order, documents run together."""
+    return [sentence for document in split_documents(Path(path).read_text()) for sentence in document]
+
+
 def document_hash(sentences):
     return hashlib.sha256("\n".join(sentences).encode()).hexdigest()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import tokens
+from . import corpus, tokens
 from .errors import InputError
 from .models import load_tokenizer
 
@@ -144,19 +144,13 @@ def _text_fields(texts):
     return {"text": texts[0], "text_pair": texts[1]} if len(texts) == 2 else {"text": texts[0]}
 
 
-def read_corpus_sentences(path):
-    """Sentences of a corpus in BERT's layout (one sentence per line, blank line between documents)."""
-    text = Path(path).read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def sentence_order_examples(raw_dir, task):
     """Word order detection on real English: each sentence is used once, either as written
     (label 1) or with its words shuffled into a different order (label 0). A CoLA-like task whose
     labels follow from a stated rule."""
     path = Path(raw_dir) / "corpus.txt"
     rng = random.Random(task["seed"])
-    sentences = [s for s in read_corpus_sentences(path)
+    sentences = [s for s in corpus.read_sentences(path)
                  if task["min_words"] <= len(s.split()) <= task["max_words"]]
     sentences = sorted(set(sentences))
     rng.shuffle(sentences)

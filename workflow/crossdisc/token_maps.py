@@ -105,9 +105,7 @@ def count_tokens(corpus_path, tokenizer):
         corpus.check_tokenizer(corpus_path, tokenizer)
         ids = corpus.token_ids(corpus_path)
     else:
-        from .preprocess import read_corpus_sentences
-
-        tokenised = tokenizer(read_corpus_sentences(corpus_path), add_special_tokens=False)["input_ids"]
+        tokenised = tokenizer(corpus.read_sentences(corpus_path), add_special_tokens=False)["input_ids"]
         ids = np.concatenate([np.asarray(i, dtype=np.int64) for i in tokenised] or [np.zeros(0, np.int64)])
     counts = np.bincount(ids, minlength=len(tokenizer))
     return pd.DataFrame({"id": np.arange(len(counts)), "count": counts})
