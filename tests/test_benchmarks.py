@@ -17,9 +17,9 @@ def test_every_contender_trains_on_the_same_task(tiny_bert, tokenizer, tmp_path)
     bench.write_task(token_file, *bench.glue_like_pairs(tokenizer, 80, seed=1), vocab_size=len(tokenizer))
     map_file = tmp_path / "map.parquet"
     token_maps.write_table(map_file, np.arange(len(tokenizer)), {"vocabulary": "text"}, tokenizer)
-    results = [bench.run_trainer(tiny_bert, token_file, 2, 8, 1, tmp_path, best=False),
-               bench.run_trainer(tiny_bert, token_file, 2, 8, 1, tmp_path, best=True),
-               bench.run_engine(tiny_bert, token_file, map_file, 2, 8, 1, tmp_path)]
+    results = [bench.run_trainer(tiny_bert, token_file, 2, 8, 1, tmp_path, "cpu", best=False),
+               bench.run_trainer(tiny_bert, token_file, 2, 8, 1, tmp_path, "cpu", best=True),
+               bench.run_engine(tiny_bert, token_file, map_file, 2, 8, 1, tmp_path, "cpu")]
     for speed, accuracy in results:
         assert speed > 0 and 0 <= accuracy <= 1
 
@@ -30,7 +30,8 @@ def test_both_pretraining_contenders_train(tiny_bert):
 
     import pretrain_throughput
 
-    args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, length=32, hidden=64, layers=1)
+    args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, length=32, hidden=64, layers=1,
+                              device="cpu")
     for name in ("huggingface", "crossdisc"):
         results = queue.Queue()
         pretrain_throughput.contender(name, args, results)

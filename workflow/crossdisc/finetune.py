@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics, token_maps, tokens
+from .device import StepLog, autocast_for, pick_device
 from .files import atomic_path, write_text
 from .models import build_classifier
 
@@ -32,15 +33,13 @@ DEFAULTS = {
 MEGA_BATCH = 50  # batches whose examples are sorted by length together (as Hugging Face's LengthGroupedSampler)
 
 
-def pick_device(requested="auto"):
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def collate(rows, table, device):
-    """Pad a batch, then map every position through the token map, padding included."""
+    """Pad a batch, then map every position through the token map, padding included. On a GPU the
+    width is rounded up to a multiple of 8 (tensor-core tiles) and the batch is copied from pinned
+    memory without blocking."""
     width = max(len(r) for r in rows["input_ids"])
+    if device.type == "cuda":
+        width = -(-width // 8) * 8
     ids = np.zeros((len(rows), width), dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     types = np.zeros((len(rows), width), dtype=np.int64)
@@ -50,6 +49,8 @@ def collate(rows, table, device):
         types[i, : len(seq_types)] = seq_types
     batch = {"input_ids": table[torch.from_numpy(ids)], "attention_mask": torch.from_numpy(mask),
              "token_type_ids": torch.from_numpy(types)}
+    if device.type == "cuda":
+        batch = {k: v.pin_memory() for k, v in batch.items()}
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -95,10 +96,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     hp = {**DEFAULTS, **hparams}
     out_dir, state_path = Path(out_dir), Path(state_dir) / "state.pt"
     device = pick_device(device)
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    autocast = autocast_for(device)
 
     # ---- data -----------------------------------------------------------------------------------
     frame, meta = tokens.read_token_file(tokens_path)
@@ -137,14 +135,14 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"],
                                   fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
-    step, curve, evaluations, best = 0, [], [], None
+    step, curve, evaluations, best = 0, StepLog(), [], None
 
     if state_path.exists():  # resume exactly where a killed run stopped
-        state = torch.load(state_path, weights_only=True)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, curve, evaluations, best = state["step"], state["curve"], state["evaluations"], state["best"]
+        step, curve, evaluations, best = state["step"], StepLog(state["curve"]), state["evaluations"], state["best"]
         print(f"resumed from step {step} of {total_steps}", file=sys.stderr)
 
     def save_state():
@@ -152,12 +150,12 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         with atomic_path(state_path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "step": step,
-                        "curve": curve, "evaluations": evaluations, "best": best}, tmp)
+                        "curve": curve.read(), "evaluations": evaluations, "best": best}, tmp)
 
     def converged(curve):
         """The paper's 1%-data setting trains "until the training loss converges": with stop_loss
         set, stop once the mean loss of the last stop_window steps falls below it."""
-        window = [point["loss"] for point in curve[-hp["stop_window"]:]]
+        window = [point["loss"] for point in curve.read()[-hp["stop_window"]:]]
         return hp["stop_loss"] is not None and len(window) == hp["stop_window"] and np.mean(window) < hp["stop_loss"]
 
     # ---- training loop --------------------------------------------------------------------------
@@ -165,7 +163,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     progress = tqdm(total=total_steps, initial=step, file=sys.stderr, mininterval=5, desc="fine-tune")
     while step < total_steps:
         torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on (seed, step) only: resumable exactly
-        loss_sum = 0.0
+        loss_sum = 0.0  # stays on the device (StepLog)
         for m in range(step * hp["grad_accum"], (step + 1) * hp["grad_accum"]):
             rows = micro_batch(m)
             batch = collate(rows, table, device)
@@ -177,16 +175,16 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
             else:
                 loss = torch.nn.functional.cross_entropy(logits, labels)
             (loss / hp["grad_accum"]).backward()
-            loss_sum += loss.item()
+            loss_sum = loss_sum + loss.detach()
             examples += len(rows)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        curve.append({"step": step, "epoch": step * hp["grad_accum"] / micro_per_epoch,
-                      "loss": loss_sum / hp["grad_accum"], "lr": scheduler.get_last_lr()[0]})
-        progress.update(1)
-        progress.set_postfix(loss=f"{curve[-1]['loss']:.4f}", refresh=False)
+        curve.add({"step": step, "epoch": step * hp["grad_accum"] / micro_per_epoch,
+                   "loss": loss_sum / hp["grad_accum"], "lr": scheduler.get_last_lr()[0]})
+        if progress.update(1):  # tqdm refreshed the bar: show the latest loss read
+            progress.set_postfix(loss=f"{curve.read()[-1]['loss']:.4f}", refresh=False)
 
         done = step == total_steps or converged(curve)
         if hp["early_stopping"] and len(dev) and (step % hp["eval_every"] == 0 or done):
@@ -216,7 +214,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
                                          "label": part["label"], "prediction": preds}))
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "curve.parquet") as tmp:
-        pd.DataFrame(curve).to_parquet(tmp, index=False)
+        pd.DataFrame(curve.read()).to_parquet(tmp, index=False)
     with atomic_path(out_dir / "predictions.parquet") as tmp:
         pd.concat(predictions).to_parquet(tmp, index=False)
     summary = {

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .files import atomic_dir, atomic_path
-from .finetune import pick_device
-from .models import load_tokenizer
 from .corpus import read_documents
+from .device import StepLog, autocast_for, pick_device
+from .files import atomic_dir, atomic_path
+from .models import load_tokenizer
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
             "mask_probability": 0.15, "checkpoint_every": 500}
@@ -80,14 +80,16 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
 
     hp = {**DEFAULTS, **hparams}
     device = pick_device(device)
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = autocast_for(device)
     tokenizer = load_tokenizer(tokenizer_dir)
 
     config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, hp["max_length"]),
                         pad_token_id=tokenizer.pad_token_id, **architecture)
     torch.manual_seed(seed)
-    model = BertForMaskedLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    model = BertForMaskedLM(config).to(device).train()
+    # fused: one kernel for the whole update on a GPU (the foreach default launches several per group)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"],
+                                  fused=device.type == "cuda")
 
     def schedule(s):
         if s < hp["warmup_steps"]:
@@ -95,24 +97,22 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return max(0.0, (total_steps - s) / max(1, total_steps - hp["warmup_steps"]))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    at, curve = 0, []
+    at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
         if candidate and candidate.exists():
-            state = torch.load(candidate, weights_only=True)
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
             if state["step"] <= step:
                 model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
+                optimizer.load_state_dict(state["optimizer"])  # moves the moments to the model's device
                 scheduler.load_state_dict(state["scheduler"])
-                at, curve = state["step"], state["curve"]
+                at, curve = state["step"], StepLog(state["curve"])
                 print(f"resuming from step {at} ({candidate})", file=sys.stderr)
                 break
-    model.to(device).train()
-    optimizer_device_move(optimizer, device)
 
     def training_state():
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": at, "curve": curve}
+                "scheduler": scheduler.state_dict(), "step": at, "curve": curve.read()}
 
     documents = read_documents(corpus_path, tokenizer) if at < step else []
     blocks = pack_documents(documents, tokenizer, hp["max_length"])
@@ -124,7 +124,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         batch = [blocks[i] for i in order[position * hp["batch_size"]:(position + 1) * hp["batch_size"]]]
         generator = torch.Generator().manual_seed(seed * 1_000_003 + at)  # masking reproducible per step
         torch.manual_seed(seed * 1_000_003 + at)  # and dropout too, so a resumed chain is exact
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast():
             loss = mlm_loss(model, pad_batch(batch, tokenizer.pad_token_id), tokenizer, hp["mask_probability"],
                             generator, device)
         loss.backward()
@@ -132,9 +132,9 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         at += 1
-        curve.append({"step": at, "loss": loss.item()})
-        progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        curve.add({"step": at, "loss": loss.detach()})
+        if progress.update(1):  # tqdm refreshed the bar: show the latest loss read
+            progress.set_postfix(loss=f"{curve.read()[-1]['loss']:.3f}", refresh=False)
         if state_path and at % hp["checkpoint_every"] == 0 and at < step:
             state_path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(state_path) as tmp:
@@ -148,9 +148,3 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     if state_path:
         state_path.unlink(missing_ok=True)
 
-
-def optimizer_device_move(optimizer, device):
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if torch.is_tensor(value) and key != "step":
-                state[key] = value.to(device)
