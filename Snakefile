@@ -40,6 +40,11 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+# Seconds of tables and plots over every run: on a cluster it runs where Snakemake runs, unqueued.
+localrules:
+    aggregate,
+
+
 rule all:
     default_target: True
     input:

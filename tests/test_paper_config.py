@@ -1,15 +1,17 @@
-"""config/paper.yaml plans the paper's whole grid, and every published number of its tables
-(workflow/data/published.csv) has a planned run: the published numbers and the config stay in
-step. One dry-run of the real Snakefile (about 3 s), nothing is downloaded or trained."""
+"""config/paper.yaml plans the paper's whole grid, every published number of its tables
+(workflow/data/published.csv) has a planned run, and every curve of its figures draws planned runs:
+the published numbers, the figures and the config stay in step. One dry-run of the real Snakefile
+(about 3 s), nothing is downloaded or trained."""
 
 import re
 import subprocess
 
+import pandas as pd
 import pytest
 import yaml
 
 from conftest import REPO
-from crossdisc.aggregate import PUBLISHED_SPLITS, read_published
+from crossdisc.aggregate import PUBLISHED_SPLITS, read_published, select
 
 PAPER_CONFIG = REPO / "config" / "paper.yaml"
 GLUE = ["mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte"]
@@ -104,3 +106,15 @@ def test_every_published_number_maps_to_a_planned_run(planned, published, config
     # and the other way round: every run of a table experiment is a published cell
     table_runs = {run for run in runs if run[0] in {r["experiment"] for r in paper_rows.values()}}
     assert table_runs == covered
+
+
+def test_every_curve_of_the_papers_figures_draws_planned_runs_on_every_task_of_its_row(planned, config):
+    planned = pd.DataFrame(planned).assign(seed=lambda frame: frame["seed"].astype(int))
+    for spec in config["paper_figures"]:
+        for row in spec["rows"]:
+            for task in row["tasks"]:
+                for curve in row["curves"]:
+                    chosen = select(planned, {"fraction": 1.0, **curve}, task)
+                    assert not chosen.empty, f"{spec['name']} {task}: curve '{curve['label']}' selects no planned run"
+                    if "pretrain" in curve:  # every checkpoint of the series, 0 to 1M steps
+                        assert len(chosen) == len(config["pretrain"][curve["pretrain"]]["steps"])

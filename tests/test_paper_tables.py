@@ -1,5 +1,6 @@
 """The paper's tables laid out from a runs table and the published numbers: rows and columns as
-printed, our number beside the paper's and the difference."""
+printed, our number (mean ± standard deviation over seeds) beside the paper's and the difference,
+and why a cell of ours is missing."""
 
 import math
 
@@ -51,14 +52,19 @@ def test_tables_keep_the_papers_rows_and_columns_with_ours_paper_and_difference(
     assert list(tables) == ["table1", "appendix_table2", "table2"]
     table1 = tables["table1"]
     assert list(table1.index) == [("shift 1000", "BERT"), ("shift 1000", "BERT (rand)"), ("shift 1000 1% data", "BERT")]
-    assert list(table1.columns) == [(t, c) for t in ("qqp", "stsb") for c in ("ours", "paper", "diff")]
+    assert list(table1.columns) == [(t, c) for t in ("qqp", "stsb")
+                                    for c in ("ours", "std", "n", "paper", "diff", "note", "metric")]
     bert = table1.loc[("shift 1000", "BERT")]
     assert bert[("qqp", "ours")] == 81.0  # mean of two seeds, in percent
+    assert bert[("qqp", "std")] == 1.4 and bert[("qqp", "n")] == 2  # sample standard deviation
     assert bert[("qqp", "paper")] == 81.2 and bert[("qqp", "diff")] == -0.2
+    assert bert[("qqp", "metric")] == "f1"
+    assert math.isnan(bert[("stsb", "std")]) and bert[("stsb", "n")] == 1
     assert bert[("stsb", "ours")] == 70.0 and bert[("stsb", "diff")] == -7.8
     assert table1.loc[("shift 1000 1% data", "BERT"), ("qqp", "ours")] == 60.0
-    missing = table1.loc[("shift 1000", "BERT (rand)"), ("stsb", "ours")]  # no such run
-    assert math.isnan(missing) and table1.loc[("shift 1000", "BERT (rand)"), ("stsb", "paper")] == 8.3
+    rand = table1.loc[("shift 1000", "BERT (rand)")]
+    assert math.isnan(rand[("stsb", "ours")]) and rand[("stsb", "paper")] == 8.3  # no such run
+    assert rand[("stsb", "note")] == "not in the grid" and rand[("stsb", "n")] == 0
 
 
 def test_validation_rows_read_dev_and_unrun_rows_stay_empty():
@@ -66,31 +72,53 @@ def test_validation_rows_read_dev_and_unrun_rows_stay_empty():
     assert tables["appendix_table2"].loc[("", "BERT"), ("composer", "ours")] == 60.0  # dev, not test
     assert tables["table2"].loc[("", "BERT"), ("composer", "ours")] == 50.0
     specific = tables["table2"].loc[("", "specific")]
-    assert specific.isna().all()  # not run here, and '-' in the paper
+    assert math.isnan(specific[("composer", "ours")]) and math.isnan(specific[("composer", "paper")])  # '-'
+    assert specific[("composer", "note")] == "not run here"  # no paper_rows entry
 
 
 def test_markdown_shows_each_cell_as_ours_paper_and_difference():
     text = paper_tables_markdown(paper_tables(RUNS, PAPER_ROWS, PUBLISHED))
-    assert "### table1" in text and "| shift 1000 | BERT | 81.0 / 81.2 (-0.2) | 70.0 / 77.8 (-7.8) |" in text
-    assert "|  | specific | - / - (-) |" in text
+    assert "### table1" in text and "| section | row | qqp (f1) | stsb (spearman) |" in text
+    assert "| shift 1000 | BERT | 81.0 ± 1.4 (n=2) / 81.2 (-0.2) | 70.0 / 77.8 (-7.8) |" in text
+    assert "| shift 1000 | BERT (rand) | 70.0 / 69.3 (+0.7) | not in the grid / 8.3 |" in text
+    assert "|  | specific | not run here / - |" in text
+
+
+def test_a_partial_aggregation_says_which_seeds_failed_or_did_not_run():
+    missing = {"results/runs/table1-shift1000/qqp/bert-base-uncased/pretrained/shift-1000/1.0/seed-102": "failed",
+               "results/runs/table1-shift1000/stsb/bert-base-uncased/scratch/shift-1000/1.0/seed-100": "not run",
+               "results/runs/table1-shift1000/stsb/bert-base-uncased/scratch/shift-1000/1.0/seed-101": "not run"}
+    table1 = paper_tables(RUNS, PAPER_ROWS, PUBLISHED, missing)["table1"]
+    assert table1.loc[("shift 1000", "BERT"), ("qqp", "note")] == "failed: seed 102"
+    assert table1.loc[("shift 1000", "BERT"), ("qqp", "ours")] == 81.0  # from the seeds that finished
+    assert table1.loc[("shift 1000", "BERT (rand)"), ("stsb", "note")] == "not run: seeds 100, 101"
+    text = paper_tables_markdown({"table1": table1})
+    assert "| 81.0 ± 1.4 (n=2; failed: seed 102) / 81.2 (-0.2) |" in text
+    assert "| not run: seeds 100, 101 / 8.3 |" in text
 
 
 def test_the_real_published_numbers_lay_out_as_the_papers_four_tables():
     tables = paper_tables(RUNS.iloc[:0], PAPER_ROWS, read_published())
+    fields = 7  # ours, std, n, paper, diff, note, metric
     assert {name: frame.shape for name, frame in tables.items()} == {
-        "table1": (7, 9), "appendix_table1": (9, 24), "table2": (4, 24), "appendix_table2": (3, 24)}
+        "table1": (7, 3 * fields), "appendix_table1": (9, 8 * fields), "table2": (4, 8 * fields),
+        "appendix_table2": (3, 8 * fields)}
     assert tables["appendix_table1"].loc[("random shift", "BERT (rand)"), ("rte", "paper")] == 51.0
 
 
 def test_the_long_table_has_one_row_per_printed_cell():
     long = paper_tables_long(paper_tables(RUNS, PAPER_ROWS, PUBLISHED))
-    assert list(long.columns) == ["table", "section", "row", "task", "ours", "paper", "diff"]
+    assert list(long.columns) == ["table", "section", "row", "task", "metric", "ours", "std", "n", "paper", "diff",
+                                  "note"]
     assert len(long) == 3 * 2 + 1 + 2  # table1: 3 rows x 2 tasks; appendix_table2: 1; table2: 2 rows x 1
-    assert long.query("table == 'table1' and row == 'BERT' and section == 'shift 1000' and task == 'qqp'")["ours"].item() == 81.0
+    bert = long.query("table == 'table1' and row == 'BERT' and section == 'shift 1000' and task == 'qqp'").iloc[0]
+    assert (bert["ours"], bert["std"], bert["n"], bert["metric"]) == (81.0, 1.4, 2, "f1")
+    assert long.query("row == 'specific'")["note"].item() == "not run here"
 
 
 def test_latex_has_one_tabular_per_table_with_the_same_cells_as_markdown():
     tables = paper_tables(RUNS, PAPER_ROWS, PUBLISHED)
     latex = paper_tables_latex(tables)
     assert latex.count("\\begin{tabular}") == 3
-    assert "shift 1000 & BERT & 81.0 / 81.2 (-0.2) & 70.0 / 77.8 (-7.8) \\\\" in latex
+    assert "shift 1000 & BERT & 81.0 $\\pm$ 1.4 (n=2) / 81.2 (-0.2) & 70.0 / 77.8 (-7.8) \\\\" in latex
+    assert "shift 1000 1\\% data & BERT & 60.0 / 66.5 (-6.5)" in latex

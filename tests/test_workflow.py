@@ -1,8 +1,11 @@
-"""The real Snakefile on a tiny config: every stage runs, outputs hold what they should, and a
-rerun redoes only what changed."""
+"""The real Snakefile on a tiny config: every stage runs, outputs hold what they should, a rerun
+redoes only what changed, and the aggregation lays out the paper's figures and aggregates a
+partial grid."""
 
+import copy
 import json
 import re
+import shutil
 import subprocess
 
 import numpy as np
@@ -48,7 +51,7 @@ def tiny_config(results, model_dir):
             "protein": {"source": "protein", "reader": "fasta", "prefix": "data", "kind": "regression",
                         "alphabet": "ARNDCQEGHILKMFPSTWYVXOUBZ", "metric": "spearman", "max_length": 18},
         },
-        "experiments": EXPERIMENTS,
+        "experiments": copy.deepcopy(EXPERIMENTS),  # tests edit their copy
         # the composer task stands in for the paper's Table 2 composer column
         "paper_rows": [{"section": "", "row": "BERT", "experiment": "non-text", "model": "tiny", "init": "pretrained",
                         "token_map": "most-frequent"}],
@@ -175,3 +178,68 @@ def test_an_unknown_task_in_an_experiment_is_named(tmp_path, tiny_bert):
     configfile.write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, configfile, "--dry-run", check=False)
     assert "config: experiment 'steps': unknown task 'rna'" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def composer_run(tmp_path_factory, tiny_bert):
+    """A second, smaller finished run: the composer task (Table 2's composer column), pre-trained
+    and from scratch, two seeds."""
+    workdir = tmp_path_factory.mktemp("composer")
+    config = tiny_config(workdir / "results", tiny_bert)
+    config["experiments"] = {"non-text": {**EXPERIMENTS["non-text"], "tasks": ["composer"]}}
+    configfile = workdir / "composer.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    snakemake(workdir, configfile)
+    return workdir, configfile
+
+
+def executed_rules(output):
+    return sorted(set(re.findall(r"^(?:local)?rule (\w+):", output, re.M)))
+
+
+def test_paper_figures_in_the_config_are_drawn_rerunning_only_the_aggregation(composer_run):
+    workdir, configfile = composer_run
+    config = yaml.safe_load(configfile.read_text())
+    curves = [{"label": label, "experiment": "non-text", "model": "tiny", "init": init, "token_map": "most-frequent"}
+              for label, init in (("BERT", "pretrained"), ("from scratch", "scratch"))]
+    config["paper_figures"] = [{"name": "figure2", "kind": "loss", "title": "Training loss, a panel per task",
+                                "rows": [{"title": "(b) music", "tasks": ["composer"], "curves": curves}]}]
+    figures = workdir / "figures.yaml"
+    figures.write_text(yaml.safe_dump(config))
+    assert executed_rules(snakemake(workdir, figures, "--dry-run").stdout) == ["aggregate", "all"]
+    snakemake(workdir, figures)
+    assert (workdir / "results/figures/figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (workdir / "results/figures/figure2.svg").read_text()
+    assert "(b) music" in svg and "from scratch (n=2 seeds)" in svg
+    snakemake(workdir, figures, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "figure2.png" in html and "Training loss, a panel per task" in html
+
+
+def test_a_partial_aggregation_says_which_runs_failed_or_did_not_run_and_runs_nothing_else(composer_run):
+    workdir, configfile = composer_run
+    pretrained = "non-text/composer/tiny/pretrained/most-frequent/1.0"
+    for seed in (100, 101):  # as Snakemake leaves a failed job: no outputs, and its log
+        shutil.rmtree(workdir / f"results/runs/{pretrained}/seed-{seed}")
+    (workdir / f"results/logs/finetune/{pretrained}/seed-100.log").unlink()  # never ran
+    result = snakemake(workdir, configfile, "--config", "partial_results=True")
+    assert executed_rules(result.stdout + result.stderr) == ["aggregate", "all"]
+    paper = pd.read_csv(workdir / "results/tables/paper.csv", keep_default_na=False)
+    bert = paper.query("table == 'table2' and row == 'BERT' and task == 'composer'").iloc[0]
+    assert (bert["ours"], bert["n"], bert["note"]) == ("", 0, "not run: seed 100; failed: seed 101")
+    assert "| not run: seed 100; failed: seed 101 / 55.2 |" in (workdir / "results/tables/paper.md").read_text()
+    assert set(pd.read_csv(workdir / "results/tables/results.csv")["init"]) == {"scratch"}
+
+
+def test_a_paper_figure_naming_what_the_config_lacks_is_one_line_naming_it(tmp_path, tiny_bert):
+    config = tiny_config(tmp_path / "results", tiny_bert)
+    curve = {"label": "BERT", "experiment": "non-text", "model": "tiny", "init": "pretrained"}
+    config["paper_figures"] = [{"name": "figure2", "kind": "loss", "title": "t", "rows": [{"tasks": ["rna"], "curves": [curve]}]}]
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, configfile, "--dry-run", check=False)
+    assert "config: paper_figures 'figure2': unknown task 'rna'" in result.stdout + result.stderr
+    config["paper_figures"][0]["rows"][0] = {"tasks": ["dna"], "curves": [{"label": "ours", "pretrain": "mini-bert"}]}
+    configfile.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, configfile, "--dry-run", check=False)  # a loss curve needs a model
+    assert "config: paper_figures.0.rows.0.curves.0: 'model' is a required property" in result.stdout + result.stderr

@@ -1,7 +1,10 @@
-"""The aggregate stage: every run's metrics into one table, training-loss curves and the
-pre-training-steps figure."""
+"""The aggregate stage: every run's metrics into the results table; the paper's tables with our
+numbers beside the published ones; and the figures, training loss per step and the metric against
+pre-training steps, laid out panel by panel as the config's `paper_figures` say, or one figure of
+each kind over every run."""
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -18,9 +21,18 @@ CELL_KEYS = RUN_KEYS[:-1]
 # The paper's published numbers (workflow/data/published.csv) and where config/paper.yaml runs
 # each of their rows: (section, row label as printed) -> the grid cell, task aside. Main Table 1
 # and appendix Table 1 share their rows, as do Table 2 (test) and appendix Table 2 (validation);
-# Table 2's "specific" row (PLUS-TFM, Hilbert-CNN) is not run by the pipeline (None).
+# Table 2's "specific" row (PLUS-TFM, Hilbert-CNN) is not run by the pipeline.
 PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"
 PUBLISHED_SPLITS = {"test": "test", "validation": "dev"}
+# What a paper table holds per task; `note` says why `ours` is missing, or some of its seeds are.
+PAPER_FIELDS = ["ours", "std", "n", "paper", "diff", "note", "metric"]
+NOT_RUN_HERE = "not run here"  # no paper_rows entry names a grid cell for the printed row
+NOT_IN_GRID = "not in the grid"  # paper_rows names a cell that no experiment of the config runs
+CELL_FORMAT = ("Each cell: ours / published (ours minus published), in percent; ours is the mean ± standard "
+               "deviation over n seeds where there are several. Validation tables compare our dev split.")
+
+SPLIT_NAMES = {"test": "test", "dev": "validation (dev)"}
+MAX_COLUMNS = 4  # panels side by side in a figure; longer rows wrap
 
 
 def read_published(path=PUBLISHED):
@@ -36,13 +48,21 @@ def run_key(metrics_path):
     return dict(zip(RUN_KEYS, parts[:-1] + (int(parts[-1].removeprefix("seed-")),)))
 
 
+def _fraction(value):
+    """A data fraction as its run directory spells it (1 -> '1.0')."""
+    return str(float(value))
+
+
 def collect(metrics_paths):
+    """One row per run: its grid coordinates, headline metrics (fractions) and directory."""
     rows = []
     for path in metrics_paths:
         summary = json.loads(Path(path).read_text())
         rows.append({**run_key(path), "metric": summary["metric"], "test": summary["test"], "dev": summary["dev"],
-                     "steps": summary["steps"], "train_seconds": summary["train_seconds"]})
-    return pd.DataFrame(rows)
+                     "steps": summary["steps"], "train_seconds": summary["train_seconds"],
+                     "run_dir": str(Path(path).parent)})
+    columns = RUN_KEYS + ["metric", "test", "dev", "steps", "train_seconds", "run_dir"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def summarise(runs):
@@ -65,154 +85,136 @@ def to_markdown(cells):
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, paths):
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _grid(n):
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, axes.flat
-
-
-def plot_loss_curves(runs, curve_paths, paths):
-    """Training loss per step, pre-trained against the other inits, averaged over seeds (the
-    paper's Figure 2)."""
-    curves = []
-    for path in curve_paths:
-        frame = pd.read_parquet(path)
-        curves.append(frame.assign(**run_key(Path(path).parent / "metrics.json")))
-    curves = pd.concat(curves)
-    panels = list(curves.groupby(["experiment", "task"], sort=False))
-    fig, axes = _grid(len(panels))
-    for ax, ((experiment, task), panel) in zip(axes, panels):
-        several_maps = panel["token_map"].nunique() > 1
-        for (model, init, token_map), line in panel.groupby(["model", "init", "token_map"], sort=False):
-            mean = line.groupby("step")["loss"].mean()
-            smooth = mean.rolling(max(1, len(mean) // 20), min_periods=1).mean()
-            ax.plot(smooth.index, smooth.values, label=f"{model} ({init}{', ' + token_map if several_maps else ''})")
-        ax.set(title=f"{task}\n[{experiment}]", xlabel="optimiser step", ylabel="training loss")
-        ax.legend(fontsize=7)
-    fig.suptitle("Training loss: pre-trained vs other initialisations")
-    fig.tight_layout()
-    _save(fig, paths)
-
-
-def plot_pretrain_steps(runs, paths):
-    """Test metric against pre-training steps of the pipeline's own checkpoints (`name@step`),
-    with the off-the-shelf pre-trained model on the same task and token map as a reference line
-    (the paper's Figure 3)."""
-    steps = runs[runs["model"].str.contains("@")].copy()
-    steps["series"] = steps["model"].str.split("@").str[0]
-    steps["pretrain_step"] = steps["model"].str.split("@").str[1].astype(int)
-    # a curve needs at least two checkpoints (single-checkpoint ablations are in the table)
-    steps = steps[steps.groupby(["task", "token_map", "series", "init"])["pretrain_step"].transform("nunique") > 1]
-    panels = list(steps.groupby(["task", "token_map"], sort=False))
-    fig, axes = _grid(max(1, len(panels)))
-    for ax, ((task, token_map), panel) in zip(axes, panels):
-        for (name, init), line in panel.groupby(["series", "init"], sort=False):
-            mean = line.groupby("pretrain_step")["test"].mean() * 100
-            ax.plot(mean.index, mean.values, marker="o", label=f"{name} ({init})")
-        reference = runs[(runs["task"] == task) & (runs["token_map"] == token_map) & (runs["init"] == "pretrained")
-                         & ~runs["model"].str.contains("@")]
-        for model, ref in reference.groupby("model"):
-            ax.axhline(100 * ref["test"].mean(), linestyle="--", color="grey", label=f"{model} (off the shelf)")
-        ax.set(title=f"{task} [{token_map}]", xlabel="pre-training steps", ylabel=f"test {panel['metric'].iloc[0]} (%)")
-        ax.legend(fontsize=7)
-    fig.suptitle("Effect of pre-training steps")
-    fig.tight_layout()
-    _save(fig, paths)
-
-
-def paper_tables_long(tables):
-    """`paper_tables` as one long CSV-ready frame: table, section, row, task, ours, paper, diff."""
-    frames = []
-    for name, frame in tables.items():
-        long = frame.stack("task", future_stack=True).reset_index()
-        frames.append(long.assign(table=name)[["table", "section", "row", "task", "ours", "paper", "diff"]])
-    return pd.concat(frames, ignore_index=True)
-
-
-def aggregate(metrics_paths, table_paths, loss_figure_paths, steps_figure_paths=(), paper_rows=(),
-              paper_table_paths=()):
+def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_paths=(), paper_rows=(),
+              paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=None):
+    """Write the results table (.md, .csv) of the runs whose metrics.json are given; the paper's
+    tables (.md, .csv, .tex) of `paper_rows`; the overview figure of each kind (training loss, and
+    the metric against pre-training steps) to its paths; and each `paper_figures` entry to the
+    paper_figure_paths named after it (<name>.png, <name>.svg). `missing` maps the directory of
+    each planned run without metrics to why ('failed', 'not run'), for the paper tables' notes."""
     runs = collect(metrics_paths)
+    cells = summarise(runs)
+    for path in table_paths:
+        write_text(path, cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells))
     if paper_table_paths:
-        tables = paper_tables(runs, paper_rows)
+        tables = paper_tables(runs, paper_rows, missing=missing)
         writers = {".csv": lambda t: paper_tables_long(t).to_csv(index=False), ".md": paper_tables_markdown,
                    ".tex": paper_tables_latex}
         for path in paper_table_paths:
             write_text(path, writers[Path(path).suffix](tables))
-    cells = summarise(runs)
-    for path in table_paths:
-        text = cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells)
-        write_text(path, text)
-    curve_paths = [Path(p).parent / "curve.parquet" for p in metrics_paths]
-    plot_loss_curves(runs, curve_paths, loss_figure_paths)
-    if steps_figure_paths:
-        plot_pretrain_steps(runs, steps_figure_paths)
+    overview = overview_figures(runs)
+    for kind, paths in (("loss", loss_figure_paths), ("steps", steps_figure_paths)):
+        if paths:
+            draw_figure(overview[kind], runs, paths)
+    for spec in paper_figures:
+        draw_figure(paper_figure(spec), runs, [p for p in paper_figure_paths if Path(p).stem == spec["name"]])
 
 
-def paper_tables(runs, paper_rows, published=None):
+# ---- the paper's tables -----------------------------------------------------------------------
+
+
+def paper_tables(runs, paper_rows, published=None, missing=None):
     """The paper's tables laid out as printed, our numbers beside the published ones.
 
-    `runs` is the runs table of `collect` (one row per run, metrics as fractions); `paper_rows`
-    the config's `paper_rows` (which grid cell each printed row is); `published` the rows of
-    published.csv (default: read it). Returns {table name: DataFrame} in the order
-    of published.csv: rows (section, row label) and columns (task, ours | paper | diff) in the
-    paper's order, in percent to one decimal. `ours` is the mean over seeds of the run's `test`
-    (published split test) or `dev` (published split validation) of the grid cell its paper row
-    names; NaN where the paper row is not run here, a run is missing, or the paper prints '-'."""
+    `runs` is the runs table of `collect` (one row per run, metrics as fractions); `paper_rows` the
+    config's `paper_rows` (which grid cell each printed row is); `published` the rows of
+    published.csv (default: read it); `missing` as for `aggregate`. Returns {table name: DataFrame}
+    in the order of published.csv: rows (section, row label) and columns (task, field) in the
+    paper's order, fields as PAPER_FIELDS, in percent to one decimal: `ours` the mean over seeds of
+    the cell's `test` (published split test) or `dev` (published split validation), `std` their
+    standard deviation (NaN for one seed), `n` the seeds, `paper` the published number (NaN where
+    the paper prints '-'), `diff` ours minus paper, `note` why `ours` is missing (not run here, not
+    in the grid, failed, not run) or seeds of it are."""
     published = read_published() if published is None else published
-    targets = {(r["section"], r["row"]): {**{k: r[k] for k in ("experiment", "model", "init", "token_map")},
-                                          "fraction": str(float(r.get("fraction", 1.0)))} for r in paper_rows}
-    runs = runs.assign(fraction=runs["fraction"].map(lambda f: str(float(f))))
-    means = runs.groupby(CELL_KEYS, sort=False)[["test", "dev"]].mean()
+    targets = {(r["section"], r["row"]): r for r in paper_rows}
+    stats = runs.groupby(CELL_KEYS)[["test", "dev"]].agg(["mean", "std", "count"])
+    lost = {}
+    for run_dir, reason in (missing or {}).items():
+        key = run_key(Path(run_dir) / "metrics.json")
+        lost.setdefault(tuple(key[k] for k in CELL_KEYS), []).append((key["seed"], reason))
     tables = {}
     for table, cells in published.groupby("table", sort=False):
         rows = list(dict.fromkeys(zip(cells["section"], cells["row"])))
         tasks = list(dict.fromkeys(cells["task"]))
-        columns = pd.MultiIndex.from_product([tasks, ["ours", "paper", "diff"]], names=["task", ""])
-        frame = pd.DataFrame(float("nan"), index=pd.MultiIndex.from_tuples(rows, names=["section", "row"]),
-                             columns=columns)
-        for cell in cells.itertuples(index=False):
-            paper = float(cell.value) if cell.value != "" else float("nan")
-            target = targets.get((cell.section, cell.row))
-            ours = float("nan")
-            if target is not None:
-                key = tuple({**target, "task": cell.task}[k] for k in CELL_KEYS)
-                if key in means.index:
-                    ours = round(100 * means.loc[key, PUBLISHED_SPLITS[cell.split]], 1)
-            frame.loc[(cell.section, cell.row), (cell.task, "ours")] = ours
-            frame.loc[(cell.section, cell.row), (cell.task, "paper")] = paper
-            frame.loc[(cell.section, cell.row), (cell.task, "diff")] = round(ours - paper, 1)
-        tables[table] = frame
+        values = {(c.section, c.row, c.task): _paper_cell(c, targets.get((c.section, c.row)), stats, lost)
+                  for c in cells.itertuples(index=False)}
+        tables[table] = pd.DataFrame(
+            [[values[(section, row, task)][field] for task in tasks for field in PAPER_FIELDS] for section, row in rows],
+            index=pd.MultiIndex.from_tuples(rows, names=["section", "row"]),
+            columns=pd.MultiIndex.from_product([tasks, PAPER_FIELDS], names=["task", ""]))
     return tables
 
 
-def _cell_texts(frame, tasks):
-    """Rows of a paper table as (section, row, [`ours / paper (diff)` per task]), '-' where missing."""
-    def number(x, signed=False):
-        return "-" if pd.isna(x) else (f"{x:+.1f}" if signed else f"{x:.1f}")
+def _paper_cell(cell, target, stats, lost):
+    """The fields of one printed cell (a row of published.csv) with its paper_rows entry `target`."""
+    paper = float(cell.value) if cell.value != "" else math.nan
+    values = {"ours": math.nan, "std": math.nan, "n": 0, "paper": paper, "diff": math.nan, "note": "",
+              "metric": cell.metric}
+    if target is None:
+        return {**values, "note": NOT_RUN_HERE}
+    key = (target["experiment"], cell.task, target["model"], target["init"], target["token_map"],
+           _fraction(target.get("fraction", 1.0)))
+    note = _lost_note(lost.get(key, []))
+    if key not in stats.index:
+        return {**values, "note": note or NOT_IN_GRID}
+    mean, std, n = stats.loc[key, PUBLISHED_SPLITS[cell.split]]
+    if not n:
+        return {**values, "note": note or f"no {PUBLISHED_SPLITS[cell.split]} metric"}
+    ours = round(100 * mean, 1)
+    return {**values, "ours": ours, "std": round(100 * std, 1), "n": int(n), "diff": round(ours - paper, 1),
+            "note": note}
 
-    for (section, row), values in frame.iterrows():
-        yield section, row, [f"{number(values[(t, 'ours')])} / {number(values[(t, 'paper')])} "
-                             f"({number(values[(t, 'diff')], signed=True)})" for t in tasks]
+
+def _lost_note(lost):
+    """[(seed, reason)] as 'failed: seed 100; not run: seeds 101, 102'."""
+    seeds = {}
+    for seed, reason in sorted(lost):
+        seeds.setdefault(reason, []).append(str(seed))
+    return "; ".join(f"{reason}: seed{'s' if len(s) > 1 else ''} {', '.join(s)}" for reason, s in seeds.items())
+
+
+def _cell_text(values, plus_minus="±"):
+    """`ours / paper (diff)` of one cell's fields; `ours` carries ± std and n over several seeds, and
+    a missing `ours` is replaced by why."""
+    paper = "-" if pd.isna(values["paper"]) else f"{values['paper']:.1f}"
+    if pd.isna(values["ours"]):
+        return f"{values['note']} / {paper}"
+    ours = f"{values['ours']:.1f}"
+    remarks = [values["note"]] if values["note"] else []
+    if values["n"] > 1:
+        ours += f" {plus_minus} {values['std']:.1f}"
+        remarks.insert(0, f"n={values['n']}")
+    if remarks:
+        ours += f" ({'; '.join(remarks)})"
+    diff = "" if pd.isna(values["diff"]) else f" ({values['diff']:+.1f})"
+    return f"{ours} / {paper}{diff}"
+
+
+def _table_rows(frame):
+    """(task headers `task (metric)`, rows of (section, row, [cell texts])) of a paper table."""
+    tasks = list(dict.fromkeys(frame.columns.get_level_values("task")))
+    headers = [f"{task} ({frame[(task, 'metric')].iloc[0]})" for task in tasks]
+    return headers, [(section, row, [values[task] for task in tasks]) for (section, row), values in frame.iterrows()]
+
+
+def paper_tables_long(tables):
+    """`paper_tables` as one long CSV-ready frame, one row per printed cell."""
+    frames = []
+    for name, frame in tables.items():
+        long = frame.stack("task", future_stack=True).reset_index()
+        frames.append(long.assign(table=name)[["table", "section", "row", "task", "metric", "ours", "std", "n",
+                                                "paper", "diff", "note"]])
+    return pd.concat(frames, ignore_index=True)
 
 
 def paper_tables_markdown(tables):
     """Markdown of `paper_tables`: one table each, a cell `ours / paper (diff)`."""
-    parts = []
+    parts = [CELL_FORMAT + "\n"]
     for name, frame in tables.items():
-        tasks = list(dict.fromkeys(frame.columns.get_level_values("task")))
-        lines = [f"### {name}", "", "| section | row | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 2)]
-        for section, row, cells in _cell_texts(frame, tasks):
-            lines.append(f"| {section} | {row} | " + " | ".join(cells) + " |")
+        headers, rows = _table_rows(frame)
+        lines = [f"### {name}", "", "| section | row | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
+        for section, row, cells in rows:
+            lines.append(f"| {section} | {row} | " + " | ".join(_cell_text(c) for c in cells) + " |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -222,14 +224,164 @@ def paper_tables_latex(tables):
     def escape(text):
         return str(text).replace("%", r"\%").replace("_", r"\_").replace("&", r"\&")
 
-    parts = []
+    parts = [f"% {CELL_FORMAT.replace('±', '+/-')}\n"]
     for name, frame in tables.items():
-        tasks = list(dict.fromkeys(frame.columns.get_level_values("task")))
-        lines = [f"% {name}: ours / published (ours minus published), percent",
-                 r"\begin{tabular}{ll" + "c" * len(tasks) + "}", r"\hline",
-                 " & ".join(["section", "row"] + [escape(t) for t in tasks]) + r" \\", r"\hline"]
-        for section, row, cells in _cell_texts(frame, tasks):
-            lines.append(" & ".join([escape(section), escape(row)] + cells) + r" \\")
+        headers, rows = _table_rows(frame)
+        lines = [f"% {name}", r"\begin{tabular}{ll" + "c" * len(headers) + "}", r"\hline",
+                 " & ".join(["section", "row"] + [escape(h) for h in headers]) + r" \\", r"\hline"]
+        for section, row, cells in rows:
+            texts = [escape(_cell_text(c, plus_minus=r"$\pm$")) for c in cells]
+            lines.append(" & ".join([escape(section), escape(row)] + texts) + r" \\")
         lines += [r"\hline", r"\end{tabular}"]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+# ---- figures ----------------------------------------------------------------------------------
+# A figure is rows of panels (the paper's sub-figures (a), (b), ...), a panel one task, and a curve
+# a selection of runs like a paper_rows entry: each field it names must match.
+
+
+def paper_figure(spec):
+    """A `paper_figures` entry as drawn: each row's tasks are its panels, each with the row's curves."""
+    rows = [{"title": row.get("title"), "panels": [{"title": task, "task": task, "curves": row["curves"]}
+                                                   for task in row["tasks"]]} for row in spec["rows"]]
+    return {**spec, "rows": rows}
+
+
+def overview_figures(runs):
+    """The figures without `paper_figures`, one of each kind over every run. `loss`: a panel per
+    experiment and task, a curve per model, init (and token map and data fraction where they vary).
+    `steps`: a panel per task and token map, a curve per pre-training series and init with two or
+    more checkpoints (single ones are in the table), and the off-the-shelf pre-trained models on the
+    same task and token map as reference lines."""
+    loss = []
+    for (experiment, task), cell in runs.groupby(["experiment", "task"], sort=False):
+        variants = cell[["model", "init", "token_map", "fraction"]].drop_duplicates()
+        varying = [k for k in ("token_map", "fraction") if variants[k].nunique() > 1]
+        curves = [{"label": f"{v['model']} ({', '.join([v['init']] + [v[k] for k in varying])})",
+                   "experiment": experiment, **v} for v in variants.to_dict("records")]
+        loss.append({"title": f"{task}\n[{experiment}]", "task": task, "curves": curves})
+
+    checkpoints = runs[runs["model"].str.contains("@")]
+    checkpoints = checkpoints.assign(series=checkpoints["model"].str.split("@").str[0])
+    several = checkpoints.groupby(["task", "token_map", "series", "init"])["model"].transform("nunique") > 1
+    steps = []
+    for (task, token_map), cell in checkpoints[several].groupby(["task", "token_map"], sort=False):
+        curves = [{"label": f"{series} ({init})", "pretrain": series, "init": init, "token_map": token_map}
+                  for series, init in cell[["series", "init"]].drop_duplicates().itertuples(index=False)]
+        shelf = runs[(runs["task"] == task) & (runs["token_map"] == token_map) & (runs["init"] == "pretrained")
+                     & ~runs["model"].str.contains("@")]
+        curves += [{"label": f"{model} (off the shelf)", "model": model, "init": "pretrained", "token_map": token_map}
+                   for model in shelf["model"].unique()]
+        steps.append({"title": f"{task} [{token_map}]", "task": task, "curves": curves})
+    return {"loss": {"kind": "loss", "title": "Training loss: pre-trained vs other initialisations",
+                     "rows": [{"panels": loss}]},
+            "steps": {"kind": "steps", "split": "test", "title": "Effect of pre-training steps",
+                      "rows": [{"panels": steps}]}}
+
+
+def select(runs, curve, task):
+    """The runs one curve draws on one task; `pretrain` matches every checkpoint `<name>@<step>`."""
+    chosen = runs[runs["task"] == task]
+    for key in ("experiment", "model", "init", "token_map"):
+        if key in curve:
+            chosen = chosen[chosen[key] == curve[key]]
+    if "fraction" in curve:
+        chosen = chosen[chosen["fraction"] == _fraction(curve["fraction"])]
+    if "pretrain" in curve:
+        chosen = chosen[chosen["model"].str.startswith(f"{curve['pretrain']}@")]
+    return chosen
+
+
+def draw_figure(figure, runs, paths):
+    """Draw a figure (a `paper_figure` or an `overview_figures` one) to each of `paths`: a
+    sub-figure per row, titled as the row, its panels side by side."""
+    rows = figure["rows"]
+    columns = max(1, min(MAX_COLUMNS, max(len(row["panels"]) for row in rows)))
+    heights = [max(1, -(-len(row["panels"]) // columns)) for row in rows]
+    fig = plt.figure(figsize=(4.3 * columns, 3.3 * sum(heights) + 0.5 * len(rows)), layout="constrained")
+    draw_panel = {"loss": _loss_panel, "steps": _steps_panel}[figure["kind"]]
+    for sub, row, height in zip(fig.subfigures(len(rows), 1, height_ratios=heights, squeeze=False)[:, 0], rows, heights):
+        if row.get("title"):
+            sub.suptitle(row["title"])
+        axes = list(sub.subplots(height, columns, squeeze=False).flat)
+        for ax, panel in zip(axes, row["panels"]):
+            draw_panel(ax, panel, runs, figure.get("split", "test"))
+        for ax in axes[len(row["panels"]):]:
+            ax.set_visible(False)
+        if not row["panels"]:
+            sub.text(0.5, 0.5, "no runs to draw", ha="center", va="center", color="0.4")
+    fig.suptitle(figure["title"], fontweight="bold")
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120)
+    plt.close(fig)
+
+
+def _label(curve, chosen):
+    seeds = chosen["seed"].nunique()
+    return curve["label"] + (f" (n={seeds} seeds)" if seeds > 1 else "")
+
+
+def _finish(ax, absent):
+    """Legend, and the curves of the panel that have no runs, named."""
+    if ax.has_data():
+        ax.legend(fontsize=7)
+    if absent:
+        ax.text(0.5, 0.02 if ax.has_data() else 0.5, "no runs: " + ", ".join(absent), transform=ax.transAxes,
+                ha="center", va="bottom", fontsize=7, color="0.4")
+
+
+def _loss_panel(ax, panel, runs, split):
+    """Training loss per optimiser step, mean over seeds, smoothed (one step's loss is noisy)."""
+    absent = []
+    for color, curve in enumerate(panel["curves"]):
+        chosen = select(runs, curve, panel["task"])
+        if chosen.empty:
+            absent.append(curve["label"])
+            continue
+        loss = pd.concat(pd.read_parquet(Path(d) / "curve.parquet") for d in chosen["run_dir"]).groupby("step")["loss"].mean()
+        smooth = loss.rolling(max(1, len(loss) // 20), min_periods=1).mean()
+        ax.plot(smooth.index, smooth.values, color=f"C{color}", label=_label(curve, chosen))
+    ax.set(title=panel["title"], xlabel="optimiser step", ylabel="training loss")
+    _finish(ax, absent)
+
+
+def _steps_panel(ax, panel, runs, split):
+    """The metric of `split` against pre-training steps: a point per checkpoint of each `pretrain`
+    curve (mean, and standard deviation over seeds as a bar), evenly spaced as 0, 20K, 200K, ...;
+    a `model` curve is a dashed reference line at its mean."""
+    absent, drawn = [], []
+    for color, curve in enumerate(panel["curves"]):
+        chosen = select(runs, curve, panel["task"])
+        if chosen.empty:
+            absent.append(curve["label"])
+        else:
+            drawn.append((f"C{color}", curve, chosen))
+    steps = sorted({_pretrain_step(m) for _, curve, chosen in drawn if "pretrain" in curve for m in chosen["model"]})
+    for color, curve, chosen in drawn:
+        if "pretrain" in curve:
+            by_step = chosen.groupby(chosen["model"].map(_pretrain_step))[split]
+            mean, std = 100 * by_step.mean(), 100 * by_step.std()
+            ax.errorbar([steps.index(s) for s in mean.index], mean.values, yerr=std.values, marker="o", capsize=3,
+                        color=color, label=_label(curve, chosen))
+        else:
+            ax.axhline(100 * chosen[split].mean(), linestyle="--", color=color, label=_label(curve, chosen))
+    ax.set_xticks(range(len(steps)), [_step_label(s) for s in steps])
+    metric = next((chosen["metric"].iloc[0] for _, _, chosen in drawn), "metric")
+    ax.set(title=panel["title"], xlabel="pre-training steps", ylabel=f"{SPLIT_NAMES[split]} {metric} (%)")
+    _finish(ax, absent)
+
+
+def _pretrain_step(model):
+    """`<pretrain name>@<step>` -> step."""
+    return int(model.rsplit("@", 1)[1])
+
+
+def _step_label(step):
+    """20000 -> '20K', 1000000 -> '1M', as the paper labels its checkpoints."""
+    for size, unit in ((1_000_000, "M"), (1000, "K")):
+        if step >= size and step % size == 0:
+            return f"{step // size}{unit}"
+    return str(step)

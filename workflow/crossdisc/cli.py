@@ -83,6 +83,9 @@ def _commands():
 
 
 def run(args):
+    if args.command in ("pretrain", "finetune"):
+        from .gpu_slots import pin_free_gpu
+        pin_free_gpu(args.device)  # before anything initialises CUDA
     if args.command == "source":
         from .sources import build_source
         build_source(args.spec, args.out, args.checksum_lock)

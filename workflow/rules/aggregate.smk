@@ -1,35 +1,27 @@
-# Every run's metrics into the results table and figures of the report.
+# Every run's metrics into the results table, the paper's tables and the figures of the report.
 
 
 rule aggregate:
     input:
-        metrics=run_outputs("metrics.json"),
-        curves=run_outputs("curve.parquet"),
+        # each run's metrics.json stands for its outputs (curve.parquet beside it comes from the
+        # same job): declaring one file per run instead of two saves planning time in a large grid
+        metrics=aggregated_metrics,
     output:
-        table_md=report(f"{RESULTS}/tables/results.md", caption="../report/results_table.rst", category="Results"),
-        table_csv=report(f"{RESULTS}/tables/results.csv", caption="../report/results_table.rst", category="Results"),
-        loss_png=report(f"{RESULTS}/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Figures"),
-        loss_svg=f"{RESULTS}/figures/loss_curves.svg",
-        steps=[
-            report(f"{RESULTS}/figures/pretrain_steps.png", caption="../report/pretrain_steps.rst", category="Figures"),
-            f"{RESULTS}/figures/pretrain_steps.svg",
-        ]
-        if has_pretrain_runs()
-        else [],
-        paper=[
-            report(f"{RESULTS}/tables/paper.md", caption="../report/paper_tables.rst", category="Results"),
-            report(f"{RESULTS}/tables/paper.csv", caption="../report/paper_tables.rst", category="Results"),
-            f"{RESULTS}/tables/paper.tex",
-        ]
-        if config["paper_rows"]
-        else [],
+        tables=[
+            report(f"{RESULTS}/tables/results.md", caption="../report/results_table.rst", category="Results"),
+            report(f"{RESULTS}/tables/results.csv", caption="../report/results_table.rst", category="Results"),
+        ],
+        paper_tables=paper_table_files(),
+        loss_figure=overview_figure_files("loss"),
+        steps_figure=overview_figure_files("steps"),
+        paper_figures=paper_figure_files(),
     params:
-        steps_figure=steps_figure_flag,
-        paper=paper_tables_flag,
+        paper_rows=config["paper_rows"],
+        paper_figures=config["paper_figures"],
+        missing=missing_runs,
     log:
         f"{RESULTS}/logs/aggregate.log",
     conda:
         ENV
-    shell:
-        "crossdisc aggregate --metrics {input.metrics} --table {output.table_md} {output.table_csv} "
-        "--loss-figure {output.loss_png} {output.loss_svg} {params.steps_figure} {params.paper} > {log} 2>&1"
+    script:
+        "../scripts/aggregate.py"

@@ -3,9 +3,10 @@
 
 import itertools
 import json
+import os
 import re
-import shlex
 
+from humanfriendly import InvalidTimespan, parse_timespan
 from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -269,33 +270,113 @@ def hparams(wildcards):
     return json.dumps(merged, sort_keys=True)
 
 
+# ---- training resources -----------------------------------------------------------------------
+
+
+def train_runtime_minutes():
+    """The config's time limit of a training job; checked at start-up, for one line naming it."""
+    runtime = config["resources"]["train_runtime"]
+    try:
+        return parse_timespan(runtime) / 60
+    except InvalidTimespan:
+        raise WorkflowError(f"config: resources.train_runtime: '{runtime}' is not a duration such as '90m' or '2h'") from None
+
+
+TRAIN_RUNTIME_MINUTES = train_runtime_minutes()
+# A training job asks for one GPU unless it trains on the CPU: locally `--resources gpu=N` runs at
+# most N at once (without it the count is unlimited), and each takes a GPU of its own
+# (crossdisc/gpu_slots.py); the SLURM executor requests it with sbatch --gpus.
+TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
+
+
+def train_mem_mb(wildcards, attempt):
+    """A retried job (`retries` in profiles/slurm) gets the memory and time of the config times
+    its attempt: it failed for lack of one of them, and resumes from its saved state."""
+    return config["resources"]["train_mem_mb"] * attempt
+
+
+def train_runtime(wildcards, attempt):
+    return f"{round(TRAIN_RUNTIME_MINUTES * attempt)}m"
+
+
 def state_dir(wildcards):
     return RUN.replace(RESULTS, STATE, 1).format(**wildcards)
-
-
-def run_outputs(name):
-    return [f"{RUN.format(**job)}/{name}" for job in runs()]
 
 
 def has_pretrain_runs():
     return any(split_checkpoint(job["model"]) for job in runs())
 
 
-def steps_figure_flag(wildcards, output):
-    return f"--steps-figure {' '.join(output.steps)}" if output.steps else ""
+# ---- aggregation ------------------------------------------------------------------------------
 
 
-def paper_tables_flag(wildcards, output):
-    if not output.paper:
-        return ""
-    return f"--paper-rows {shlex.quote(json.dumps(config['paper_rows']))} --paper-tables {' '.join(output.paper)}"
+def finished(job):
+    return os.path.exists(f"{RUN.format(**job)}/metrics.json")
+
+
+def aggregated_metrics(wildcards):
+    """Every run's metrics; with `partial_results`, those of the runs that have finished."""
+    jobs = [job for job in runs() if finished(job)] if config["partial_results"] else runs()
+    return [f"{RUN.format(**job)}/metrics.json" for job in jobs]
+
+
+def missing_runs(wildcards):
+    """With `partial_results`, why each unfinished run has no metrics: a failed job leaves its log."""
+    if not config["partial_results"]:
+        return {}
+    log = rules.finetune.log[0]
+    return {RUN.format(**job): "failed" if os.path.exists(log.format(**job)) else "not run"
+            for job in runs() if not finished(job)}
+
+
+def paper_table_files():
+    """The paper's tables, where the config says which grid cell each printed row is."""
+    if not config["paper_rows"]:
+        return []
+    tables = [f"{RESULTS}/tables/paper.{suffix}" for suffix in ("md", "csv", "tex")]
+    return [report(path, caption="../report/paper_tables.rst", category="Results") for path in tables[:2]] + tables[2:]
+
+
+def figure_files(name, kind, labels=None):
+    """A figure's PNG (in the report, with the caption of its kind) and SVG."""
+    caption = {"loss": "../report/loss_curves.rst", "steps": "../report/pretrain_steps.rst"}[kind]
+    return [report(f"{RESULTS}/figures/{name}.png", caption=caption, category="Figures", labels=labels),
+            f"{RESULTS}/figures/{name}.svg"]
+
+
+def overview_figure_files(kind):
+    """Without `paper_figures`, one figure of each kind over every run: training loss, and the
+    metric against pre-training steps where runs start from a checkpoint series."""
+    if config["paper_figures"] or (kind == "steps" and not has_pretrain_runs()):
+        return []
+    return figure_files({"loss": "loss_curves", "steps": "pretrain_steps"}[kind], kind)
+
+
+def paper_figure_files():
+    return [path for spec in config["paper_figures"]
+            for path in figure_files(spec["name"], spec["kind"], labels={"figure": spec["title"]})]
+
+
+def check_paper_figures():
+    """Fail at start-up, with one line naming the figure, on names the config does not define."""
+    known = {"experiment": set(config["experiments"]), "pretrain": set(config["pretrain"]),
+             "model": set(config["models"]) | {job["model"] for job in runs()}}
+    names = [spec["name"] for spec in config["paper_figures"]]
+    for spec in config["paper_figures"]:
+        where = f"config: paper_figures '{spec['name']}'"
+        if names.count(spec["name"]) > 1:
+            raise WorkflowError(f"{where}: two figures have this name")
+        for row in spec["rows"]:
+            if unknown := [task for task in row["tasks"] if task not in config["tasks"]]:
+                raise WorkflowError(f"{where}: unknown task '{unknown[0]}'")
+            for curve in row["curves"]:
+                for key, defined in known.items():
+                    if key in curve and curve[key] not in defined:
+                        raise WorkflowError(f"{where}: curve '{curve['label']}': unknown {key} '{curve[key]}'")
+
+
+check_paper_figures()
 
 
 def final_outputs():
-    outputs = [f"{RESULTS}/tables/results.md", f"{RESULTS}/tables/results.csv",
-               f"{RESULTS}/figures/loss_curves.png", f"{RESULTS}/figures/loss_curves.svg"]
-    if has_pretrain_runs():
-        outputs += [f"{RESULTS}/figures/pretrain_steps.png", f"{RESULTS}/figures/pretrain_steps.svg"]
-    if config["paper_rows"]:
-        outputs += [f"{RESULTS}/tables/paper.{suffix}" for suffix in ("md", "csv", "tex")]
-    return outputs
+    return rules.aggregate.output

@@ -14,8 +14,9 @@ rule finetune:
         device=config["device"],
     threads: config["resources"]["train_threads"]
     resources:
-        mem_mb=config["resources"]["train_mem_mb"],
-        runtime=config["resources"]["train_runtime"],
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=TRAIN_GPUS,
     log:
         f"{RESULTS}/logs/finetune/{RUN_ID}.log",
     benchmark:

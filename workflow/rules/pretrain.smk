@@ -19,8 +19,9 @@ rule pretrain:
     priority: 10
     threads: config["resources"]["train_threads"]
     resources:
-        mem_mb=config["resources"]["train_mem_mb"],
-        runtime=config["resources"]["train_runtime"],
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=TRAIN_GPUS,
     log:
         f"{RESULTS}/logs/pretrain/{{name}}/step-{{step}}.log",
     benchmark:

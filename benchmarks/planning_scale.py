@@ -1,0 +1,129 @@
+"""Planning at scale: how long Snakemake takes to plan a 10,000-run fine-tuning sweep of this
+workflow, against the same number of jobs of a bare Snakefile.
+
+  ours: the real Snakefile with the embedded default's sources, models and tasks (nothing to
+        download) and a sweep of --runs fine-tuning runs: per seed, the text task with 4 models
+        (MiniLM and 3 checkpoints of the small BERT) x 2 inits x 5 token maps, and each of the 3
+        non-text tasks with 4 models x 5 token maps; 100 runs per seed, --runs / 100 seeds.
+  bare: one rule with one wildcard and no input, `rule all` asking for --runs of its outputs.
+
+Each is `snakemake --dry-run --quiet` in a fresh temporary working directory (nothing is built),
+best of --rounds. --profile also runs ours under cProfile and prints which of the workflow's own
+functions (workflow/, the Snakefile) take time, and their share of planning; the rest is
+Snakemake's. The last line is the ratio ours / bare.
+
+    python benchmarks/planning_scale.py [--runs 10000] [--rounds 1] [--profile]
+"""
+
+import argparse
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+MODELS = ["minilm", "small-bert@0", "small-bert@150", "small-bert@600"]
+TEXT_MAPS = ["shift-1000", "shift-500", "shift-2000", "identity", "random-shift"]
+NON_TEXT_MAPS = ["most-frequent", "random-real", "unused", "most-frequent+model-specials",
+                 "random-real+model-specials"]
+RUNS_PER_SEED = 4 * 2 * 5 + 3 * 4 * 5
+
+
+def sweep_config(runs, results):
+    """The embedded default with its experiments replaced by a sweep of `runs` fine-tuning runs."""
+    if runs % RUNS_PER_SEED:
+        raise SystemExit(f"--runs must be a multiple of {RUNS_PER_SEED}")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    seeds = list(range(100, 100 + runs // RUNS_PER_SEED))
+    config["results"] = str(results)
+    config["experiments"] = {
+        "sweep-text": {"tasks": ["word-order"], "models": MODELS, "inits": ["pretrained", "scratch"],
+                       "token_maps": TEXT_MAPS, "seeds": seeds},
+        "sweep-non-text": {"tasks": ["composer-music21", "synthetic-dna-tata", "synthetic-protein-hydropathy"],
+                           "models": MODELS, "token_maps": NON_TEXT_MAPS, "seeds": seeds},
+    }
+    return config
+
+
+def bare_snakefile(runs):
+    return (f"rule all:\n    input: expand('out/{{i}}.txt', i=range({runs}))\n\n\n"
+            "rule make:\n    output: 'out/{i}.txt'\n    shell: 'touch {output}'\n")
+
+
+def plan_command(snakefile, workdir, configfile=None):
+    command = [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--dry-run", "--quiet", "--cores", "1"]
+    return command + (["--configfile", str(configfile)] if configfile else [])
+
+
+def best_time(command, rounds):
+    """Best wall time of `command` in seconds, each round in a fresh working directory (its `-d`)."""
+    workdir = Path(command[command.index("--directory") + 1])
+    times = []
+    for _ in range(rounds):
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir()
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if result.returncode:
+            raise SystemExit(f"planning failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    return min(times)
+
+
+def workflow_functions(command, profile_path):
+    """[(seconds, function)] of the workflow's own functions under cProfile, entered from Snakemake
+    (their callees included; module-level code of the workflow's files counts as Snakemake's), and
+    the profiled total."""
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile_path), *command], check=True,
+                   capture_output=True)
+    stats = pstats.Stats(str(profile_path)).stats
+
+    def ours(func):
+        filename, _, name = func
+        return name != "<module>" and (filename.startswith(str(REPO / "workflow")) or filename == str(REPO / "Snakefile"))
+
+    entered = {}
+    for func, (_, _, _, _, callers) in stats.items():
+        if ours(func):
+            outside = sum(cumulative for caller, (_, _, _, cumulative) in callers.items() if not ours(caller))
+            if outside:
+                entered[f"{Path(func[0]).name}:{func[2]}"] = outside
+    total = max(cumulative for _, _, _, cumulative, _ in stats.values())
+    return sorted(((seconds, name) for name, seconds in entered.items()), reverse=True), total
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="profile ours: the workflow's own functions")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="planning-scale-") as tmp:
+        tmp = Path(tmp)
+        configfile = tmp / "sweep.yaml"
+        configfile.write_text(yaml.safe_dump(sweep_config(args.runs, tmp / "results")))
+        (tmp / "bare").mkdir()
+        (tmp / "bare" / "Snakefile").write_text(bare_snakefile(args.runs))
+        ours_command = plan_command(REPO / "Snakefile", tmp / "ours", configfile)
+        ours = best_time(ours_command, args.rounds)
+        bare = best_time(plan_command(tmp / "bare" / "Snakefile", tmp / "bare-work"), args.rounds)
+        print(f"ours: {ours:.1f} s to plan {args.runs} fine-tuning runs (the real Snakefile, dry run)")
+        print(f"bare: {bare:.1f} s to plan {args.runs} jobs (one rule, one wildcard, no input)")
+        if args.profile:
+            functions, total = workflow_functions(ours_command, tmp / "ours.prof")
+            share = sum(seconds for seconds, _ in functions)
+            print(f"workflow's own functions under cProfile: {share:.2f} of {total:.1f} s ({100 * share / total:.1f}%)")
+            for seconds, name in functions[:8]:
+                print(f"  {seconds:6.2f} s  {name}")
+    print(f"ratio ours / bare: {ours / bare:.2f}x")
+    return ours / bare
+
+
+if __name__ == "__main__":
+    main()

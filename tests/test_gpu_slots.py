@@ -1,0 +1,79 @@
+"""GPU slots: training processes running at once on one machine each get a GPU of their own."""
+
+import os
+import select
+import subprocess
+import sys
+
+import torch
+
+from crossdisc.gpu_slots import pin_free_gpu
+
+# A training process in miniature: claims a GPU, says which, and holds it until its stdin closes.
+CLAIMER = ("import sys; from crossdisc.gpu_slots import claim; "
+           "print(claim(sys.argv[2].split(','), sys.argv[1], poll_seconds=0.05), flush=True); sys.stdin.read()")
+
+
+def start_claimer(lock_dir, gpus):
+    return subprocess.Popen([sys.executable, "-c", CLAIMER, str(lock_dir), ",".join(gpus)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def claimed(process, timeout):
+    """The GPU a claimer got, or None while it is still waiting after `timeout` seconds."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().strip() if ready else None
+
+
+def test_processes_started_together_never_share_a_gpu_and_a_freed_gpu_is_reused(tmp_path):
+    gpus = ["0", "1", "2"]
+    processes = [start_claimer(tmp_path, gpus) for _ in gpus]
+    try:
+        taken = [claimed(p, 30) for p in processes]
+        assert sorted(taken) == gpus
+        processes.append(start_claimer(tmp_path, gpus))
+        assert claimed(processes[-1], 1) is None  # every GPU is held: it waits
+        processes[1].stdin.close()  # the holder of one GPU ends
+        processes[1].wait()
+        assert claimed(processes[-1], 30) == taken[1]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_a_training_process_sees_only_a_gpu_no_other_process_holds(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    holder = start_claimer(tmp_path, ["0"])
+    try:
+        assert claimed(holder, 30) == "0"
+        assert pin_free_gpu("auto", tmp_path) == "1"
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_gpus_the_user_made_visible_are_the_ones_handed_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    holder = start_claimer(tmp_path, ["4"])
+    try:
+        assert claimed(holder, 30) == "4"
+        assert pin_free_gpu("cuda", tmp_path) == "7"
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_nothing_is_claimed_on_the_cpu_or_inside_a_slurm_job(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert pin_free_gpu("cpu", tmp_path) is None
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # SLURM has narrowed CUDA_VISIBLE_DEVICES itself
+    assert pin_free_gpu("auto", tmp_path) is None
+    assert not list(tmp_path.iterdir())

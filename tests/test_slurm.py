@@ -1,0 +1,169 @@
+"""The pipeline on a real single-node SLURM cluster through profiles/slurm: the tiny config of the
+workflow test runs to sane results, and training jobs that SLURM requeues (pre-emption) or cancels
+(Snakemake then retries them) resume from their saved state instead of from step 0.
+
+It installs Debian's SLURM packages and needs root, so it runs where CI=true (and fails there if
+SLURM cannot be brought up) or CROSSDISC_SLURM_TEST=1, and is skipped elsewhere. The SLURM plugin
+is installed into the running environment for the test and removed again afterwards."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+import tomllib
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from test_workflow import EXPERIMENTS, tiny_config
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(os.environ.get("CI") != "true" and os.environ.get("CROSSDISC_SLURM_TEST") != "1",
+                       reason="brings up SLURM as root: set CROSSDISC_SLURM_TEST=1 (CI=true runs it)"),
+]
+
+CLUSTER = REPO / "tests/slurm/cluster.sh"
+# Long enough to be caught mid-training, with a resumable save every 25 steps.
+RESUME = {"tasks": ["word-order"], "models": ["tiny"], "token_maps": ["shift-1000"], "seeds": [1, 2],
+          "training": {"max_steps": 300, "checkpoint_every": 25}}
+RESUMED = re.compile(r"resumed from step (\d+) of (\d+)")
+
+
+def slurm_requirement():
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["slurm"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A running single-node SLURM and the SLURM plugin, both gone again after the module."""
+    state = tmp_path_factory.mktemp("slurm")
+    start = subprocess.run(["timeout", "-s", "KILL", "300", CLUSTER, "start", state], capture_output=True, text=True)
+    assert start.returncode == 0, f"SLURM did not come up:\n{start.stdout}{start.stderr}"
+    had_plugin = importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *slurm_requirement()], check=True,
+                       timeout=300)
+        yield state
+    finally:
+        if not had_plugin:  # with the plugin and no controller, every snakemake start stalls
+            subprocess.run([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes",
+                            "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"], check=False)
+        subprocess.run([CLUSTER, "stop", state], check=False, timeout=120)
+
+
+def snakemake_on_slurm(workdir, configfile, *args):
+    """profiles/slurm as it is, but for this cluster: two cores per job, job states from squeue (there
+    is no accounting database for sacct) and fast polling; under SIGKILL, which a stuck status
+    poll still obeys."""
+    return ["timeout", "-s", "KILL", "480", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(configfile), "--profile", str(REPO / "profiles/slurm"), "--cores", "2",
+            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+            "--seconds-between-status-checks", "2", *args]
+
+
+def resume_run(seed):
+    return f"resume/word-order/tiny/pretrained/shift-1000/1.0/seed-{seed}"
+
+
+def running_resume_jobs():
+    """SLURM job of each running resume run, by seed: the plugin writes rule and wildcards into the
+    job comment, e.g. rule_finetune_wildcards_resume_word-order_tiny_pretrained_shift-1000_1.0_2."""
+    jobs = subprocess.run(["squeue", "-h", "-t", "running", "-o", "%i|%k"], capture_output=True, text=True,
+                          check=True).stdout
+    found = {}
+    for line in jobs.splitlines():
+        job, comment = line.split("|", 1)
+        if comment.startswith("rule_finetune_wildcards_resume_"):
+            found[int(comment.rsplit("_", 1)[1])] = job
+    return found
+
+
+def interrupt_resume_runs(workdir, process, deadline):
+    """Once a resume run has saved its state, interrupt its SLURM job: requeue the first, as a
+    pre-empted job is, and cancel the second, which fails it as a time-out would. {seed: how}."""
+    interrupted = {}
+    while len(interrupted) < len(RESUME["seeds"]):
+        assert time.time() < deadline and process.poll() is None, f"resume runs interrupted: {interrupted}"
+        for seed, job in running_resume_jobs().items():
+            if seed in interrupted or not (workdir / "results/state/runs" / resume_run(seed) / "state.pt").exists():
+                continue
+            if interrupted:
+                subprocess.run(["scancel", job], check=True)
+                interrupted[seed] = "cancelled"
+            else:
+                subprocess.run(["scontrol", "requeue", job], check=True)
+                # a requeued job waits about two minutes before it may start again: not in a test
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+                interrupted[seed] = "requeued"
+        time.sleep(0.2)
+    return interrupted
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory, tiny_bert):
+    """The tiny config on SLURM, with two long training jobs interrupted on the way."""
+    workdir = tmp_path_factory.mktemp("slurm-workflow")
+    config = tiny_config(workdir / "results", tiny_bert)
+    config["experiments"] = {"shifted-text": EXPERIMENTS["shifted-text"], "steps": EXPERIMENTS["steps"],
+                             "resume": RESUME}
+    config["paper_rows"] = []
+    config["resources"] = {"train_mem_mb": 1000}  # a retry asks twice as much: both fit a small node
+    configfile = workdir / "slurm.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    log = workdir / "snakemake.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(snakemake_on_slurm(workdir, configfile), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 400
+            interrupted = interrupt_resume_runs(workdir, process, deadline)
+            process.wait(timeout=max(1, deadline + 60 - time.time()))
+        finally:
+            process.kill()
+            process.wait()
+    output = log.read_text()
+    assert process.returncode == 0, output[-6000:]
+    return workdir, configfile, output, {how: seed for seed, how in interrupted.items()}
+
+
+def resumed_step(workdir, seed):
+    """The step a resume run's last attempt resumed from, as its log says."""
+    log = (workdir / "results/logs/finetune" / f"{resume_run(seed)}.log").read_text()
+    step, total = map(int, RESUMED.search(log).groups())
+    assert total == RESUME["training"]["max_steps"]
+    return step
+
+
+def test_every_run_finishes_on_slurm_with_sane_results(slurm_run):
+    workdir, _, output, _ = slurm_run
+    table = pd.read_csv(workdir / "results/tables/results.csv")
+    assert table["seeds"].sum() == 2 + 2 + 2
+    assert table["test_mean"].between(0, 100).all()
+    assert (workdir / "results/figures/pretrain_steps.png").stat().st_size > 0
+    assert "Group job prepare" in output  # downloads, preprocessing and token maps went as one job
+    assert "localrule aggregate:" in output
+
+
+def test_a_requeued_training_job_resumes_from_its_saved_state(slurm_run):
+    workdir, _, output, seeds = slurm_run
+    assert output.count("Trying to restart job") == 1  # SLURM restarted it, not a Snakemake retry
+    assert 0 < resumed_step(workdir, seeds["requeued"]) < RESUME["training"]["max_steps"]
+
+
+def test_a_cancelled_training_job_is_retried_and_resumes_from_its_saved_state(slurm_run):
+    workdir, _, output, seeds = slurm_run
+    assert "SLURM status is: 'CANCELLED'" in output and "Trying to restart job" in output
+    retry = output[output.index("Trying to restart job"):]  # the second attempt asks for twice as much
+    assert re.search(rf"wildcards: experiment=resume, .*seed={seeds['cancelled']}\n    resources: .*mem_mb=2000,"
+                     r".* runtime=240,", retry)
+    assert 0 < resumed_step(workdir, seeds["cancelled"]) < RESUME["training"]["max_steps"]
+
+
+def test_nothing_is_left_to_do_afterwards(slurm_run):
+    workdir, configfile, _, _ = slurm_run
+    rerun = subprocess.run(snakemake_on_slurm(workdir, configfile, "--dry-run"), capture_output=True, text=True)
+    assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout, rerun.stdout[-3000:] + rerun.stderr[-3000:]
