@@ -40,6 +40,7 @@ def tiny_config(results, model_dir):
             "architecture": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
             "training": {"max_length": 32, "batch_size": 4}}},
         "token_maps": {"corpus": "python-docs"},
+        "protect_checkpoints": True,
         "training": {"lr": 1e-3, "batch_size": 8, "max_steps": 4},
         "tasks": {
             "word-order": {"source": "python-docs", "reader": "sentence-order", "kind": "classification",
@@ -113,7 +114,9 @@ def test_token_files_and_maps_hold_what_the_paper_describes(finished_run):
 def test_pretraining_checkpoints_and_the_steps_figure_exist(finished_run):
     workdir, _ = finished_run
     for step in (0, 3):
-        assert (workdir / f"results/pretrain/mini-bert/step-{step}/model.safetensors").stat().st_size > 0
+        weights = workdir / f"results/pretrain/mini-bert/step-{step}/model.safetensors"
+        assert weights.stat().st_size > 0
+        assert not weights.stat().st_mode & 0o222, "protect_checkpoints leaves checkpoints read-only"
     for name in ("loss_curves.png", "pretrain_steps.png"):
         assert (workdir / "results/figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (workdir / "results/figures/loss_curves.svg").read_bytes()[:500]

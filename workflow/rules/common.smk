@@ -38,6 +38,7 @@ MODEL = f"{RESULTS}/models/{{model}}"
 CHECKPOINT = f"{RESULTS}/pretrain/{{name}}/step-{{step}}"
 TOKENS = f"{RESULTS}/tokens/{{task}}/{{vocab}}.parquet"
 TOKEN_MAP = f"{RESULTS}/token_maps/{{token_map}}/{{task}}/{{vocab}}.parquet"
+CORPUS = f"{RESULTS}/corpus/{{source}}/{{vocab}}.parquet"  # a tokenised, deduplicated corpus
 RUN_ID = "{experiment}/{task}/{model}/{init}/{token_map}/{fraction}/seed-{seed}"
 RUN = f"{RESULTS}/runs/{RUN_ID}"
 STATE = f"{RESULTS}/state"  # resumable training state, outside every declared output
@@ -153,18 +154,16 @@ def token_map_inputs(wildcards):
         "tokens": TOKENS.format(task=wildcards.task, vocab=wildcards.vocab if text else "native"),
         "tokenizer": MODEL.format(model=wildcards.vocab),
     }
-    if wildcards.token_map == "most-frequent":
-        inputs["corpus"] = RAW.format(source=config["token_maps"]["corpus"])
+    if wildcards.token_map == "most-frequent":  # counts the corpus as prepared for this vocabulary
+        inputs["corpus"] = CORPUS.format(source=config["token_maps"]["corpus"], vocab=wildcards.vocab)
     return inputs
 
 
 def corpus_flag(wildcards, input):
-    return f"--corpus {input.corpus}/corpus.txt" if "corpus" in input.keys() else ""
+    return f"--corpus {input.corpus}" if "corpus" in input.keys() else ""
 
 
 # ---- pre-training -----------------------------------------------------------------------------
-
-CORPUS = f"{RESULTS}/corpus/{{source}}/{{vocab}}.parquet"  # a tokenised, deduplicated corpus
 
 
 def is_fetched(name):

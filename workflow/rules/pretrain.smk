@@ -7,7 +7,7 @@ rule pretrain:
     input:
         unpack(pretrain_inputs),
     output:
-        directory(CHECKPOINT),
+        protected(directory(CHECKPOINT)) if config["protect_checkpoints"] else directory(CHECKPOINT),
     wildcard_constraints:
         name=alternatives(name for name in config["pretrain"] if not is_fetched(name)),
     params:
