@@ -5,6 +5,7 @@ import select
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from crossdisc.gpu_slots import pin_free_gpu
@@ -42,29 +43,22 @@ def test_processes_started_together_never_share_a_gpu_and_a_freed_gpu_is_reused(
             process.wait()
 
 
-def test_a_training_process_sees_only_a_gpu_no_other_process_holds(tmp_path, monkeypatch):
+@pytest.mark.parametrize("visible, held, expected", [
+    (None, "0", "1"),  # every GPU of the machine
+    ("4,7", "4", "7"),  # only those the user made visible, by their ids
+])
+def test_a_training_process_sees_only_a_gpu_no_other_process_holds(tmp_path, monkeypatch, visible, held, expected):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    holder = start_claimer(tmp_path, ["0"])
+    if visible:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    else:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    holder = start_claimer(tmp_path, [held])
     try:
-        assert claimed(holder, 30) == "0"
-        assert pin_free_gpu("auto", tmp_path) == "1"
-        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-def test_gpus_the_user_made_visible_are_the_ones_handed_out(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
-    holder = start_claimer(tmp_path, ["4"])
-    try:
-        assert claimed(holder, 30) == "4"
-        assert pin_free_gpu("cuda", tmp_path) == "7"
-        assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"
+        assert claimed(holder, 30) == held
+        assert pin_free_gpu("auto", tmp_path) == expected
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == expected
     finally:
         holder.kill()
         holder.wait()
