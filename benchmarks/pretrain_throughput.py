@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from finetune_throughput import default_model
+from finetune_throughput import default_model, hardware
 
 
 def blocks(tokenizer, length, count):
@@ -91,9 +91,9 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     args.tokenizer = args.tokenizer or default_model()
-    hardware = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU threads"
+    torch.set_num_threads(os.cpu_count())  # as each contender does
     print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size} x "
-          f"{args.length}, {args.steps} steps, {hardware}")
+          f"{args.length}, {args.steps} steps, {hardware(args.device)}")
     context = multiprocessing.get_context("spawn")
     results = {}
     for name in ("huggingface", "crossdisc"):

@@ -159,15 +159,17 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     def converged(curve):
         """The paper's 1%-data setting trains "until the training loss converges": with stop_loss
         set, stop once the mean loss of the last stop_window steps falls below it."""
+        if hp["stop_loss"] is None:
+            return False  # and the losses stay on the device unread
         window = [point["loss"] for point in curve.read()[-hp["stop_window"]:]]
-        return hp["stop_loss"] is not None and len(window) == hp["stop_window"] and np.mean(window) < hp["stop_loss"]
+        return len(window) == hp["stop_window"] and np.mean(window) < hp["stop_loss"]
 
     # ---- training loop --------------------------------------------------------------------------
     started, examples = time.time(), 0
     progress = tqdm(total=total_steps, initial=step, file=sys.stderr, mininterval=5, desc="fine-tune")
     while step < total_steps:
         torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on (seed, step) only: resumable exactly
-        loss_sum = 0.0  # stays on the device (StepLog)
+        loss_sum = 0.0  # a device tensor after the first micro-batch, read in bulk by StepLog
         for m in range(step * hp["grad_accum"], (step + 1) * hp["grad_accum"]):
             if hp["compile"] and device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs are no longer read
