@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics, token_maps, tokens
+from .cpu_dropout import use_cpu_dropout
 from .device import StepLog, autocast_for, pick_device
 from .files import atomic_path, write_text
 from .models import build_classifier
@@ -129,6 +130,8 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
     model = build_classifier(model_dir, init, num_labels, seed).to(device)
     model.train()
+    if device.type == "cpu":
+        use_cpu_dropout(model)
     # On a GPU, widths are rounded to tensor-core tiles (8); compiled, to 32, so few distinct batch
     # shapes exist: one symbolic compile, then a CUDA graph recorded per shape and replayed, which
     # removes the per-kernel launch work that bounds a step of a BERT-sized model at batch 32.
@@ -136,8 +139,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     forward = model  # state dicts stay those of `model`
     if hp["compile"]:
         forward = torch.compile(model, dynamic=True, mode="reduce-overhead" if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"],
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
     step, curve, evaluations, best = 0, StepLog(), [], None
 

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .corpus import read_documents
+from .cpu_dropout import use_cpu_dropout
 from .device import StepLog, autocast_for, pick_device
 from .files import atomic_dir, atomic_path
 from .models import load_tokenizer
@@ -72,11 +73,20 @@ def mlm_loss(model, ids, tokenizer, probability, generator, device):
     return torch.nn.functional.cross_entropy(logits.float(), targets.to(device))
 
 
+def mlm_model(config, device):
+    """A BertForMaskedLM of `config` initialised from scratch on `device`, in training mode, with
+    the faster dropout on a CPU (cpu_dropout.py)."""
+    from transformers import BertForMaskedLM
+
+    model = BertForMaskedLM(config).to(device).train()
+    return use_cpu_dropout(model) if device.type == "cpu" else model
+
+
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
              previous_dir=None, state_dir=None, device="auto"):
     """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus
     (`crossdisc prepare-corpus`, checked against the tokenizer) or a corpus.txt prepared in memory."""
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertConfig
 
     hp = {**DEFAULTS, **hparams}
     device = pick_device(device)
@@ -86,10 +96,9 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, hp["max_length"]),
                         pad_token_id=tokenizer.pad_token_id, **architecture)
     torch.manual_seed(seed)
-    model = BertForMaskedLM(config).to(device).train()
-    # fused: one kernel for the whole update on a GPU (the foreach default launches several per group)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"],
-                                  fused=device.type == "cuda")
+    model = mlm_model(config, device)
+    # fused: one kernel for the whole update (the foreach default launches several per group)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
 
     def schedule(s):
         if s < hp["warmup_steps"]:
