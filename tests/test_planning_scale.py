@@ -1,6 +1,8 @@
-"""The planning benchmark stays runnable: a small sweep of the real Snakefile plans, against a bare
-Snakefile of as many jobs."""
+"""The planning benchmark stays runnable: a small sweep of the real Snakefile plans, against bare
+Snakefiles of as many jobs."""
 
+import re
+import subprocess
 import sys
 
 import pytest
@@ -21,9 +23,20 @@ def test_the_sweep_has_the_asked_number_of_runs_over_the_embedded_defaults_tasks
         planning_scale.sweep_config(150, tmp_path)
 
 
-def test_both_plans_are_timed_and_the_last_line_is_their_ratio(capsys):
+def test_the_same_shape_snakefile_plans_the_sweeps_runs(tmp_path):
+    config = planning_scale.sweep_config(100, tmp_path / "results")
+    (tmp_path / "Snakefile").write_text(planning_scale.same_shape_snakefile(config))
+    result = subprocess.run([planning_scale.SNAKEMAKE, "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path / "work"),
+                             "-n", "--cores", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout
+    assert re.search(r"^finetune\s+100$", summary, re.M) and re.search(r"^aggregate\s+1$", summary, re.M)
+
+
+def test_every_plan_is_timed_and_the_last_lines_are_the_ratios(capsys):
     ratio = planning_scale.main(["--runs", "100", "--profile"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert ratio > 0 and lines[-1] == f"ratio ours / bare: {ratio:.2f}x"
-    assert lines[0].startswith("ours: ") and lines[1].startswith("bare: ")
+    assert ratio > 0 and lines[-1] == f"ratio ours / bare, same job shape: {ratio:.2f}x"
+    assert lines[-2].startswith("ratio ours / bare, minimal: ")
+    assert [line.split(":")[0] for line in lines[:3]] == ["ours", "bare, same job shape", "bare, minimal"]
     assert any("common.smk:finetune_inputs" in line for line in lines)
