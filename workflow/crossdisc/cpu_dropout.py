@@ -53,10 +53,13 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
 
 
 def use_cpu_dropout(model):
-    """Swap keep_mask dropout into `model` (in place; its weights and state dict are unchanged)."""
+    """Swap keep_mask dropout into `model` (in place; its weights and state dict are unchanged) when
+    it is on a CPU; a model on a GPU is returned as it is."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+    if next(model.parameters()).device.type != "cpu":
+        return model
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is torch.nn.Dropout:

@@ -128,10 +128,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
 
     # ---- model and optimiser --------------------------------------------------------------------
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
-    model = build_classifier(model_dir, init, num_labels, seed).to(device)
-    model.train()
-    if device.type == "cpu":
-        use_cpu_dropout(model)
+    model = use_cpu_dropout(build_classifier(model_dir, init, num_labels, seed).to(device).train())
     # On a GPU, widths are rounded to tensor-core tiles (8); compiled, to 32, so few distinct batch
     # shapes exist: one symbolic compile, then a CUDA graph recorded per shape and replayed, which
     # removes the per-kernel launch work that bounds a step of a BERT-sized model at batch 32.

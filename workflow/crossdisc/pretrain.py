@@ -78,8 +78,7 @@ def mlm_model(config, device):
     the faster dropout on a CPU (cpu_dropout.py)."""
     from transformers import BertForMaskedLM
 
-    model = BertForMaskedLM(config).to(device).train()
-    return use_cpu_dropout(model) if device.type == "cpu" else model
+    return use_cpu_dropout(BertForMaskedLM(config).to(device).train())
 
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
