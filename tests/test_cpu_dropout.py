@@ -1,4 +1,5 @@
-"""CPU dropout: the same distribution as nn.Dropout, the attention it runs inside equal to SDPA's."""
+"""CPU dropout: the C kernel equals its PyTorch reference bit for bit, keeps with probability
+1 - p, and the attention it runs inside equals SDPA's."""
 
 import math
 
@@ -7,27 +8,77 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from crossdisc import cpu_dropout
-from crossdisc.cpu_dropout import Dropout, keep_mask, use_cpu_dropout
+from crossdisc.cpu_dropout import Dropout, hash_dropout, keep_mask, use_cpu_dropout
+
+
+@pytest.fixture(params=["kernel", "pytorch"])
+def path(request, monkeypatch):
+    """Run a test through the compiled kernel and through the PyTorch fallback."""
+    if request.param == "kernel":
+        assert cpu_dropout._kernel() is not None, "the test machine has a C compiler"
+    else:
+        monkeypatch.setattr(cpu_dropout, "_kernel", lambda: None)
+    return request.param
+
+
+def reference(x, p, scale, seed):
+    """hash_dropout spelled out: the key is one draw of the seeded generator."""
+    torch.manual_seed(seed)
+    key = torch.empty((), dtype=torch.int64).random_(-2**63, None)
+    return x * (keep_mask(torch.arange(x.numel()).view(x.shape), key, p).float() * scale)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 1001), (4, 3, 129, 127)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_forward_and_backward_equal_the_pytorch_reference_bit_for_bit(shape, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # (4, 3, 129, 127) is split across threads: the split must not matter
+    try:
+        x = torch.randn(shape, requires_grad=True)
+        torch.manual_seed(5)
+        ours = hash_dropout(x, 0.1, 1 / 0.9)
+        expected = reference(x, 0.1, 1 / 0.9, seed=5)
+        assert torch.equal(ours, expected)
+        grad = torch.randn(shape)
+        ours.backward(grad)
+        assert torch.equal(x.grad, torch.autograd.grad(expected, x, grad)[0])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_kernel_hashes_indices_beyond_32_bits_as_the_reference_does():
+    """Tensors of more than 2**32 elements: the high half of the index enters the hash. Called on a
+    small buffer through pointers shifted so that its elements sit at indices around 2**32."""
+    start, key, p = 2**32 - 8, 0x0123456789ABCDEF, 0.5
+    x, out = torch.rand(16) + 1.0, torch.empty(16)
+    cpu_dropout._kernel()(x.data_ptr() - 4 * start, out.data_ptr() - 4 * start, start, start + 16, key,
+                          cpu_dropout.threshold(p), 2.0)
+    kept = keep_mask(torch.arange(start, start + 16), key, p)
+    assert torch.equal(out, x * (kept.float() * 2.0))
+    assert 0 < kept.sum() < 16
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_each_16_bit_lane_keeps_with_probability_one_minus_p(p):
+def test_elements_are_kept_with_probability_one_minus_p(path, p):
     torch.manual_seed(0)
     n = 1_000_000
-    lanes = keep_mask((n, 4), p).float().mean(0)  # element i uses bits 16*(i % 4).. of a 64-bit draw
-    assert torch.all((lanes - (1 - p)).abs() < 5 * math.sqrt(p * (1 - p) / n)), lanes
+    kept = (hash_dropout(torch.ones(n), p, 1.0) != 0).float()
+    for part in kept.view(-1, 4).T:  # every residue of the index, not just on average
+        assert abs(part.mean() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / (n / 4)), part.mean()
 
 
-def test_masks_follow_the_torch_seed_and_are_not_correlated_across_elements():
+def test_masks_follow_the_torch_seed_and_are_not_correlated(path):
+    x = torch.ones(400_000)
     torch.manual_seed(3)
-    first = keep_mask((200_000,), 0.5)
+    first, second = hash_dropout(x, 0.5, 1.0) != 0, hash_dropout(x, 0.5, 1.0) != 0
     torch.manual_seed(3)
-    assert torch.equal(first, keep_mask((200_000,), 0.5))
-    agree = (first[1:] == first[:-1]).float().mean().item()
-    assert abs(agree - 0.5) < 0.01
+    assert torch.equal(first, hash_dropout(x, 0.5, 1.0) != 0)
+    pairs = {"calls": (first, second)} | {f"lag {k}": (first[k:], first[:-k]) for k in (1, 2, 4, 16, 65536)}
+    for name, (a, b) in pairs.items():
+        assert abs((a == b).float().mean().item() - 0.5) < 0.005, name
 
 
-def test_dropout_rescales_what_it_keeps_and_is_the_identity_in_eval():
+def test_dropout_rescales_what_it_keeps_and_is_the_identity_in_eval(path):
     torch.manual_seed(0)
     x = torch.rand(500, 400) + 1.0
     dropout = Dropout(0.2)
@@ -50,9 +101,9 @@ def test_training_attention_without_dropped_weights_equals_sdpa(monkeypatch, mas
     module = torch.nn.Module()
     module.is_causal = False
     expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
-    monkeypatch.setattr(cpu_dropout, "keep_mask", lambda shape, p, device: torch.ones(shape, dtype=torch.bool))
+    monkeypatch.setattr(cpu_dropout, "hash_dropout", lambda x, p, scale: x * scale)  # nothing dropped
     ours, _ = cpu_dropout.attention(module, query, key, value, mask, dropout=0.5, scaling=0.3)
-    assert torch.allclose(ours, expected / 0.5, atol=1e-5)  # nothing dropped: only the 1 / (1 - p) rescaling
+    assert torch.allclose(ours, expected / 0.5, atol=1e-5)  # only the 1 / (1 - p) rescaling
 
 
 def test_a_model_with_cpu_dropout_keeps_its_weights_and_eval_outputs(tiny_bert):

@@ -2,40 +2,135 @@
 
 PyTorch draws a CPU dropout mask one Bernoulli sample at a time, and its fused CPU attention
 kernel refuses attention dropout, so a BERT training step at batch 32 x 128 spends about a quarter
-of its time drawing masks (MiniLM, two cores: 0.40 of 1.68 s). Here one 64-bit draw of torch's
-generator gives four elements 16 random bits each, compared against the drop probability rounded
-to 1/65536. Same distribution, same generator: a seeded run stays deterministic and resumes
-exactly. `use_cpu_dropout(model)` swaps it into a Hugging Face model of the BERT family (every
-`nn.Dropout` and the attention-probability dropout); on a GPU the fused kernels are faster and
-the model is left as it is.
+of its time on dropout (MiniLM, two cores: 0.40 of 1.68 s). Here whether an element is kept is a
+keyed hash of its position (cpu_dropout.c): one 64-bit key per call from torch's generator, the
+drop probability rounded to 1/65536. The C kernel applies it in one vectorised pass, and the
+backward pass recomputes it from the key instead of storing a mask. A seeded run stays
+deterministic and resumes exactly. Without a C compiler (or under torch.compile) the same hash runs
+as PyTorch operations, with the same masks, more slowly.
+
+`use_cpu_dropout(model)` swaps it into a Hugging Face model of the BERT family (every `nn.Dropout`
+and the attention-probability dropout); on a GPU the fused kernels are faster and the model is left
+as it is.
 """
 
-import math
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
 ATTENTION = "crossdisc-cpu-dropout"
+SOURCE = Path(__file__).with_name("cpu_dropout.c")
+PARALLEL_FROM = 1 << 16  # elements: smaller tensors are not worth handing to other threads
 
 
-def keep_mask(shape, p, device="cpu"):
-    """A boolean tensor of `shape`, each element True with probability 1 - p (p in 1/65536ths)."""
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)
-    return words.view(torch.int16)[:n].view(shape) >= round(p * 65536) - 32768
+def threshold(p):
+    """Hash values (16 bits) below this are dropped."""
+    return round(p * 65536)
+
+
+def _mix32(x):
+    """cpu_dropout.c's mix32 on int64 tensors holding 32-bit values (products stay below 2**63)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & 0xFFFFFFFF
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & 0xFFFFFFFF
+    return x ^ (x >> 15)
+
+
+def keep_mask(index, key, p):
+    """Whether the elements at flat positions `index` (int64 tensor) are kept under `key` (int64,
+    tensor or int): True with probability 1 - p, exactly as cpu_dropout.c decides."""
+    low, high = key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF
+    bits = _mix32(_mix32((index & 0xFFFFFFFF) ^ low) ^ high ^ (index >> 32)) >> 16
+    return bits >= threshold(p)
+
+
+@functools.cache
+def _kernel():
+    """dropout_f32 of cpu_dropout.c, compiled for this machine on first use; None without a C compiler."""
+    compiler = next(filter(None, map(shutil.which, (os.environ.get("CC", "").split() or [""])[:1] + ["cc", "gcc", "clang"])), None)
+    with tempfile.TemporaryDirectory() as tmp:  # the loaded library outlives its file
+        library = Path(tmp) / "cpu_dropout.so"
+        try:
+            if compiler is None:
+                raise OSError("no C compiler found (cc, gcc, clang or $CC)")
+            subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(library), str(SOURCE)],
+                           check=True, capture_output=True, timeout=300)
+            function = ctypes.CDLL(str(library)).dropout_f32
+        except (OSError, subprocess.SubprocessError) as error:
+            print(f"crossdisc: CPU dropout runs as PyTorch operations, more slowly: {SOURCE.name} was not compiled "
+                  f"({error})", file=sys.stderr)
+            return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64,
+                         ctypes.c_int32, ctypes.c_float]
+    function.restype = None
+    return function
+
+
+@functools.cache
+def _threads(workers):
+    return ThreadPoolExecutor(workers, thread_name_prefix="crossdisc-dropout")
+
+
+def _apply_kernel(x, key, p, scale):
+    """The kernel over a contiguous float32 tensor, split across torch's number of threads (ctypes
+    releases the GIL). Each element's fate depends on its position only, not on the split."""
+    x = x.contiguous()
+    out, n, workers = torch.empty_like(x), x.numel(), torch.get_num_threads()
+    chunk = n if n < PARALLEL_FROM or workers == 1 else -(-n // workers)
+
+    def part(start):
+        _kernel()(x.data_ptr(), out.data_ptr(), start, min(n, start + chunk), key, threshold(p), scale)
+
+    if chunk >= n:
+        part(0)
+    else:
+        list(_threads(workers).map(part, range(0, n, chunk)))
+    return out
+
+
+class _KernelDropout(torch.autograd.Function):
+    """Forward and backward are the same masked scaling; the mask is recomputed from the key."""
+
+    @staticmethod
+    def forward(ctx, x, key, p, scale):
+        ctx.mask = (key, p, scale)
+        return _apply_kernel(x, key, p, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _apply_kernel(grad, *ctx.mask), None, None, None
+
+
+def hash_dropout(x, p, scale):
+    """x with each element kept with probability 1 - p and multiplied by `scale`, or zeroed."""
+    key = torch.empty((), dtype=torch.int64).random_(-2**63, None)  # one draw of torch's generator
+    if x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling() and _kernel():
+        return _KernelDropout.apply(x, key.item() & 0xFFFFFFFFFFFFFFFF, p, scale)
+    index = torch.arange(x.numel(), device=x.device).view(x.shape)
+    return x * (keep_mask(index, key.to(x.device), p).to(x.dtype) * scale)
 
 
 class Dropout(torch.nn.Dropout):
-    """nn.Dropout with the mask drawn by keep_mask."""
+    """nn.Dropout through hash_dropout()."""
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
-        return torch.where(keep_mask(x.shape, self.p, x.device), x, 0.0).mul_(1.0 / (1.0 - self.p))
+        return hash_dropout(x, self.p, 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0)
 
 
 def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Transformers attention function: PyTorch's fused SDPA without dropout (evaluation), the
-    explicit softmax(QK^T)V with keep_mask dropout in training."""
+    explicit softmax(QK^T)V with hash_dropout() on the attention probabilities in training."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if dropout == 0.0:
@@ -46,15 +141,13 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
             scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores += attention_mask
-    kept = torch.where(keep_mask(scores.shape, dropout, scores.device), torch.softmax(scores, -1), 0.0)
-    # (P * keep / (1 - p)) V, with the rescaling applied to the smaller product
-    output = torch.matmul(kept, value).mul_(1.0 / (1.0 - dropout))
-    return output.transpose(1, 2).contiguous(), None
+    kept = hash_dropout(torch.softmax(scores, -1), dropout, 1.0 / (1.0 - dropout))
+    return torch.matmul(kept, value).transpose(1, 2).contiguous(), None
 
 
 def use_cpu_dropout(model):
-    """Swap keep_mask dropout into `model` (in place; its weights and state dict are unchanged) when
-    it is on a CPU; a model on a GPU is returned as it is."""
+    """Swap hash_dropout() into `model` (in place; its weights and state dict are unchanged) when it is on
+    a CPU; a model on a GPU is returned as it is."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
