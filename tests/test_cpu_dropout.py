@@ -49,13 +49,26 @@ def test_kernel_forward_and_backward_equal_the_pytorch_reference_bit_for_bit(sha
 def test_kernel_hashes_indices_beyond_32_bits_as_the_reference_does():
     """Tensors of more than 2**32 elements: the high half of the index enters the hash. Called on a
     small buffer through pointers shifted so that its elements sit at indices around 2**32."""
-    start, key, p = 2**32 - 8, 0x0123456789ABCDEF, 0.5
+    start, key, p = 2**32 - 8, -0x0123456789ABCDEF, 0.5  # a key as torch draws it, signed
     x, out = torch.rand(16) + 1.0, torch.empty(16)
     cpu_dropout._kernel()(x.data_ptr() - 4 * start, out.data_ptr() - 4 * start, start, start + 16, key,
                           cpu_dropout.threshold(p), 2.0)
     kept = keep_mask(torch.arange(start, start + 16), key, p)
     assert torch.equal(out, x * (kept.float() * 2.0))
     assert 0 < kept.sum() < 16
+
+
+def test_without_a_working_compiler_it_says_so_and_falls_back(monkeypatch, capsys):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    cpu_dropout._kernel.cache_clear()
+    try:
+        assert cpu_dropout._kernel() is None
+        assert "CPU dropout runs as PyTorch operations" in capsys.readouterr().err
+        x = torch.randn(3, 50)
+        torch.manual_seed(5)
+        assert torch.equal(hash_dropout(x, 0.3, 2.0), reference(x, 0.3, 2.0, seed=5))
+    finally:
+        cpu_dropout._kernel.cache_clear()
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -124,3 +137,11 @@ def test_a_model_with_cpu_dropout_keeps_its_weights_and_eval_outputs(tiny_bert):
     assert not torch.allclose(logits, before, atol=1e-3)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_dropout_runs_under_the_profiler_recording_input_shapes():
+    """The profiler records every argument of the autograd function, the 64-bit key included."""
+    x = torch.randn(64, 64, requires_grad=True)
+    with torch.profiler.profile(record_shapes=True):
+        for _ in range(20):  # keys of both signs
+            hash_dropout(x, 0.1, 1 / 0.9).sum().backward()

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from crossdisc import finetune, pretrain, token_maps, tokens
 from crossdisc.models import build_classifier
@@ -46,12 +47,21 @@ def test_finetune_writes_metrics_curve_and_predictions(task_files, tiny_bert, tm
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["metric"] == "accuracy" and 0 <= written["test"] <= 1 and written["test"] == summary["test"]
     assert set(written["metrics"]) == {"dev", "test"}
+    assert written["compiled"] is False  # compile: auto stays eager on a CPU
     curve = pd.read_parquet(tmp_path / "run" / "curve.parquet")
     assert curve["step"].tolist() == list(range(1, 25)) and np.isfinite(curve["loss"]).all()
     assert curve["lr"].iloc[-1] == 0.0  # linear decay to zero, no warm-up
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     assert sorted(predictions["split"].unique()) == ["dev", "test"]
     assert not (tmp_path / "state" / "state.pt").exists()  # the resumable state is gone once finished
+
+
+def test_compile_auto_compiles_long_gpu_runs_only():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert finetune.compiles("auto", cuda, finetune.COMPILE_FROM)
+    assert not finetune.compiles("auto", cuda, finetune.COMPILE_FROM - 1)
+    assert not finetune.compiles("auto", cpu, 10**6)  # slower on a CPU
+    assert finetune.compiles(True, cpu, 1) and not finetune.compiles(False, cuda, 10**6)
 
 
 def test_finetune_is_deterministic_on_cpu(task_files, tiny_bert, tmp_path):

@@ -4,9 +4,13 @@
  *
  * keep(i) = (mix32(mix32(lo32(i) ^ lo32(key)) ^ hi32(key) ^ hi32(i)) >> 16) >= threshold
  * with mix32 C. Wellons' "lowbias32" integer hash; threshold = round(p * 65536).
+ *
  * Written so that compilers vectorise it (no branch in the loop, 32-bit multiplies); on x86 one
- * clone per instruction set is chosen at load time. */
+ * clone per instruction set is chosen at load time. Built with OpenMP, blocks are shared out over
+ * the OpenMP threads that PyTorch itself runs on (the process has one libgomp). */
 #include <stdint.h>
+
+#define BLOCK (INT64_C(1) << 16) /* divides 2**32: within a block the high 32 bits of i are fixed */
 
 static inline uint32_t mix32(uint32_t x) {
     x ^= x >> 16;
@@ -17,25 +21,27 @@ static inline uint32_t mix32(uint32_t x) {
     return x;
 }
 
-/* Indices first .. first + count - 1, all with the same high 32 bits (folded into hi). */
-static void segment(const float *restrict x, float *restrict out, uint32_t first, uint32_t count,
-                    uint32_t lo, uint32_t hi, int32_t threshold, float scale) {
+/* Indices first .. first + count - 1 of one block; hi already holds hi32(key) ^ hi32(i). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void block(const float *restrict x, float *restrict out, uint32_t first, uint32_t count, uint32_t lo,
+                  uint32_t hi, int32_t threshold, float scale) {
     for (uint32_t j = 0; j < count; j++) {
         int32_t bits = (int32_t)(mix32(mix32((first + j) ^ lo) ^ hi) >> 16);
         out[j] = x[j] * (bits >= threshold ? scale : 0.0f);
     }
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void dropout_f32(const float *x, float *out, int64_t start, int64_t end, uint64_t key, int32_t threshold,
+/* Elements start .. end - 1 of x (indexed from x, not from x + start) into out. */
+void dropout_f32(const float *x, float *out, int64_t start, int64_t end, int64_t signed_key, int32_t threshold,
                  float scale) {
-    while (start < end) {
-        int64_t stop = ((start >> 32) + 1) << 32;
-        if (stop > end) stop = end;
-        segment(x + start, out + start, (uint32_t)start, (uint32_t)(stop - start), (uint32_t)key,
-                (uint32_t)(key >> 32) ^ (uint32_t)(start >> 32), threshold, scale);
-        start = stop;
+    uint64_t key = (uint64_t)signed_key; /* torch's int64, the same 64 bits */
+    if (start >= end) return;
+#pragma omp parallel for schedule(static) if (end - start > 4 * BLOCK)
+    for (int64_t b = start / BLOCK; b <= (end - 1) / BLOCK; b++) {
+        int64_t first = b * BLOCK > start ? b * BLOCK : start, stop = (b + 1) * BLOCK < end ? (b + 1) * BLOCK : end;
+        block(x + first, out + first, (uint32_t)first, (uint32_t)(stop - first), (uint32_t)key,
+              (uint32_t)(key >> 32) ^ (uint32_t)(first >> 32), threshold, scale);
     }
 }

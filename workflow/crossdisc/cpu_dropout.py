@@ -4,9 +4,9 @@ PyTorch draws a CPU dropout mask one Bernoulli sample at a time, and its fused C
 kernel refuses attention dropout, so a BERT training step at batch 32 x 128 spends about a quarter
 of its time on dropout (MiniLM, two cores: 0.40 of 1.68 s). Here whether an element is kept is a
 keyed hash of its position (cpu_dropout.c): one 64-bit key per call from torch's generator, the
-drop probability rounded to 1/65536. The C kernel applies it in one vectorised pass, and the
-backward pass recomputes it from the key instead of storing a mask. A seeded run stays
-deterministic and resumes exactly. Without a C compiler (or under torch.compile) the same hash runs
+drop probability rounded to 1/65536. The C kernel applies it in one vectorised pass on PyTorch's
+own OpenMP threads, and the backward pass recomputes it from the key instead of storing a mask. A
+seeded run stays deterministic and resumes exactly. Without a C compiler (or under torch.compile) the same hash runs
 as PyTorch operations, with the same masks, more slowly.
 
 `use_cpu_dropout(model)` swaps it into a Hugging Face model of the BERT family (every `nn.Dropout`
@@ -21,14 +21,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 ATTENTION = "crossdisc-cpu-dropout"
 SOURCE = Path(__file__).with_name("cpu_dropout.c")
-PARALLEL_FROM = 1 << 16  # elements: smaller tensors are not worth handing to other threads
 
 
 def threshold(p):
@@ -56,44 +54,34 @@ def keep_mask(index, key, p):
 @functools.cache
 def _kernel():
     """dropout_f32 of cpu_dropout.c, compiled for this machine on first use; None without a C compiler."""
-    compiler = next(filter(None, map(shutil.which, (os.environ.get("CC", "").split() or [""])[:1] + ["cc", "gcc", "clang"])), None)
+    compiler = next(filter(None, map(shutil.which, os.environ.get("CC", "").split()[:1] + ["cc", "gcc", "clang"])), None)
+    problem = "no C compiler found (cc, gcc, clang or $CC)"
     with tempfile.TemporaryDirectory() as tmp:  # the loaded library outlives its file
         library = Path(tmp) / "cpu_dropout.so"
-        try:
-            if compiler is None:
-                raise OSError("no C compiler found (cc, gcc, clang or $CC)")
-            subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(library), str(SOURCE)],
-                           check=True, capture_output=True, timeout=300)
-            function = ctypes.CDLL(str(library)).dropout_f32
-        except (OSError, subprocess.SubprocessError) as error:
-            print(f"crossdisc: CPU dropout runs as PyTorch operations, more slowly: {SOURCE.name} was not compiled "
-                  f"({error})", file=sys.stderr)
+        for flags in (["-fopenmp"], []) if compiler else ():  # OpenMP where the compiler has it, else one thread
+            try:
+                subprocess.run([compiler, "-O3", "-shared", "-fPIC", *flags, "-o", str(library), str(SOURCE)],
+                               check=True, capture_output=True, text=True, timeout=300)
+                function = ctypes.CDLL(str(library)).dropout_f32
+                break
+            except subprocess.CalledProcessError as failed:
+                problem = (failed.stderr.strip().splitlines() or [str(failed)])[-1]
+            except (OSError, subprocess.TimeoutExpired) as failed:
+                problem = str(failed)
+        else:
+            print(f"crossdisc: CPU dropout runs as PyTorch operations, more slowly: {SOURCE.name} was not "
+                  f"compiled ({problem})", file=sys.stderr)
             return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64,
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                          ctypes.c_int32, ctypes.c_float]
     function.restype = None
     return function
 
 
-@functools.cache
-def _threads(workers):
-    return ThreadPoolExecutor(workers, thread_name_prefix="crossdisc-dropout")
-
-
 def _apply_kernel(x, key, p, scale):
-    """The kernel over a contiguous float32 tensor, split across torch's number of threads (ctypes
-    releases the GIL). Each element's fate depends on its position only, not on the split."""
     x = x.contiguous()
-    out, n, workers = torch.empty_like(x), x.numel(), torch.get_num_threads()
-    chunk = n if n < PARALLEL_FROM or workers == 1 else -(-n // workers)
-
-    def part(start):
-        _kernel()(x.data_ptr(), out.data_ptr(), start, min(n, start + chunk), key, threshold(p), scale)
-
-    if chunk >= n:
-        part(0)
-    else:
-        list(_threads(workers).map(part, range(0, n, chunk)))
+    out = torch.empty_like(x)
+    _kernel()(x.data_ptr(), out.data_ptr(), 0, x.numel(), key, threshold(p), scale)
     return out
 
 
@@ -114,7 +102,7 @@ def hash_dropout(x, p, scale):
     """x with each element kept with probability 1 - p and multiplied by `scale`, or zeroed."""
     key = torch.empty((), dtype=torch.int64).random_(-2**63, None)  # one draw of torch's generator
     if x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling() and _kernel():
-        return _KernelDropout.apply(x, key.item() & 0xFFFFFFFFFFFFFFFF, p, scale)
+        return _KernelDropout.apply(x, key.item(), p, scale)
     index = torch.arange(x.numel(), device=x.device).view(x.shape)
     return x * (keep_mask(index, key.to(x.device), p).to(x.dtype) * scale)
 
