@@ -15,9 +15,9 @@ from crossdisc.cpu_dropout import Dropout, hash_dropout, keep_mask, use_cpu_drop
 def path(request, monkeypatch):
     """Run a test through the compiled kernel and through the PyTorch fallback."""
     if request.param == "kernel":
-        assert cpu_dropout._kernel() is not None, "the test machine has a C compiler"
+        assert cpu_dropout._library() is not None, "the test machine has a C compiler"
     else:
-        monkeypatch.setattr(cpu_dropout, "_kernel", lambda: None)
+        monkeypatch.setattr(cpu_dropout, "_library", lambda: None)
     return request.param
 
 
@@ -46,12 +46,34 @@ def test_kernel_forward_and_backward_equal_the_pytorch_reference_bit_for_bit(sha
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_dropout_kernel_matches_softmax_then_dropout(monkeypatch, threads):
+    """Forward bit for bit, backward (one C pass per row) to float rounding, thread count irrelevant."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        scores = (3 * torch.randn(4, 3, 67, 67)).requires_grad_()  # rows of odd width
+        grad = torch.randn(scores.shape)
+        torch.manual_seed(9)
+        ours = cpu_dropout.softmax_dropout(scores, 0.1, 1 / 0.9)
+        (ours_grad,) = torch.autograd.grad(ours, scores, grad)
+        monkeypatch.setattr(cpu_dropout, "_library", lambda: None)
+        torch.manual_seed(9)
+        expected = cpu_dropout.softmax_dropout(scores, 0.1, 1 / 0.9)  # softmax, then the PyTorch dropout
+        (expected_grad,) = torch.autograd.grad(expected, scores, grad)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(ours, expected)
+    assert torch.allclose(ours_grad, expected_grad, rtol=1e-5, atol=1e-6)  # float rounding
+    assert (ours_grad == 0).sum() == 0  # dropped probabilities still pass softmax's gradient
+
+
 def test_kernel_hashes_indices_beyond_32_bits_as_the_reference_does():
     """Tensors of more than 2**32 elements: the high half of the index enters the hash. Called on a
     small buffer through pointers shifted so that its elements sit at indices around 2**32."""
     start, key, p = 2**32 - 8, -0x0123456789ABCDEF, 0.5  # a key as torch draws it, signed
     x, out = torch.rand(16) + 1.0, torch.empty(16)
-    cpu_dropout._kernel()(x.data_ptr() - 4 * start, out.data_ptr() - 4 * start, start, start + 16, key,
+    cpu_dropout._library().dropout_f32(x.data_ptr() - 4 * start, out.data_ptr() - 4 * start, start, start + 16, key,
                           cpu_dropout.threshold(p), 2.0)
     kept = keep_mask(torch.arange(start, start + 16), key, p)
     assert torch.equal(out, x * (kept.float() * 2.0))
@@ -60,15 +82,15 @@ def test_kernel_hashes_indices_beyond_32_bits_as_the_reference_does():
 
 def test_without_a_working_compiler_it_says_so_and_falls_back(monkeypatch, capsys):
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    cpu_dropout._kernel.cache_clear()
+    cpu_dropout._library.cache_clear()
     try:
-        assert cpu_dropout._kernel() is None
+        assert cpu_dropout._library() is None
         assert "CPU dropout runs as PyTorch operations" in capsys.readouterr().err
         x = torch.randn(3, 50)
         torch.manual_seed(5)
         assert torch.equal(hash_dropout(x, 0.3, 2.0), reference(x, 0.3, 2.0, seed=5))
     finally:
-        cpu_dropout._kernel.cache_clear()
+        cpu_dropout._library.cache_clear()
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -114,7 +136,7 @@ def test_training_attention_without_dropped_weights_equals_sdpa(monkeypatch, mas
     module = torch.nn.Module()
     module.is_causal = False
     expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
-    monkeypatch.setattr(cpu_dropout, "hash_dropout", lambda x, p, scale: x * scale)  # nothing dropped
+    monkeypatch.setattr(cpu_dropout, "softmax_dropout", lambda x, p, scale: torch.softmax(x, -1) * scale)  # none dropped
     ours, _ = cpu_dropout.attention(module, query, key, value, mask, dropout=0.5, scaling=0.3)
     assert torch.allclose(ours, expected / 0.5, atol=1e-5)  # only the 1 / (1 - p) rescaling
 

@@ -45,3 +45,37 @@ void dropout_f32(const float *x, float *out, int64_t start, int64_t end, int64_t
               (uint32_t)(key >> 32) ^ (uint32_t)(first >> 32), threshold, scale);
     }
 }
+
+/* dS = P * (dP - sum(dP * P)) over one row, softmax's backward, with dP already in o. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void softmax_backward_row(const float *restrict p, float *restrict o, int64_t cols) {
+    float partial[16] = {0}, dot = 0.0f; /* 16 running sums: vectorisable without reassociation */
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16)
+        for (int k = 0; k < 16; k++) partial[k] += o[j + k] * p[j + k];
+    for (; j < cols; j++) dot += o[j] * p[j];
+    for (int k = 0; k < 16; k++) dot += partial[k];
+    for (j = 0; j < cols; j++) o[j] = p[j] * (o[j] - dot);
+}
+
+/* Backward of dropout(softmax(S)) over rows of `cols` elements, one pass per row: dP = dropout(grad)
+ * with the forward's key, then softmax's backward. Rows are independent, so the result does not
+ * depend on the thread count. */
+void softmax_dropout_backward_f32(const float *grad, const float *probs, float *out, int64_t rows, int64_t cols,
+                                  int64_t signed_key, int32_t threshold, float scale) {
+    uint64_t key = (uint64_t)signed_key;
+#pragma omp parallel for schedule(static) if (rows * cols > 4 * BLOCK)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t first = r * cols, end = first + cols;
+        while (first < end) { /* dP, in pieces within which the high 32 bits of the index are fixed */
+            int64_t stop = ((first >> 32) + 1) << 32;
+            if (stop > end) stop = end;
+            block(grad + first, out + first, (uint32_t)first, (uint32_t)(stop - first), (uint32_t)key,
+                  (uint32_t)(key >> 32) ^ (uint32_t)(first >> 32), threshold, scale);
+            first = stop;
+        }
+        softmax_backward_row(probs + r * cols, out + r * cols, cols);
+    }
+}

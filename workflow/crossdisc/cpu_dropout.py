@@ -5,9 +5,10 @@ kernel refuses attention dropout, so a BERT training step at batch 32 x 128 spen
 of its time on dropout (MiniLM, two cores: 0.40 of 1.68 s). Here whether an element is kept is a
 keyed hash of its position (cpu_dropout.c): one 64-bit key per call from torch's generator, the
 drop probability rounded to 1/65536. The C kernel applies it in one vectorised pass on PyTorch's
-own OpenMP threads, and the backward pass recomputes it from the key instead of storing a mask. A
-seeded run stays deterministic and resumes exactly. Without a C compiler (or under torch.compile) the same hash runs
-as PyTorch operations, with the same masks, more slowly.
+own OpenMP threads, and the backward pass recomputes it from the key instead of storing a mask; on
+the attention probabilities the backward passes of dropout and softmax are one pass per row. A
+seeded run stays deterministic and resumes exactly. Without a C compiler (or under torch.compile)
+the same hash runs as PyTorch operations, with the same masks, more slowly.
 
 `use_cpu_dropout(model)` swaps it into a Hugging Face model of the BERT family (every `nn.Dropout`
 and the attention-probability dropout); on a GPU the fused kernels are faster and the model is left
@@ -52,17 +53,17 @@ def keep_mask(index, key, p):
 
 
 @functools.cache
-def _kernel():
-    """dropout_f32 of cpu_dropout.c, compiled for this machine on first use; None without a C compiler."""
+def _library():
+    """cpu_dropout.c, compiled for this machine on first use; None without a C compiler."""
     compiler = next(filter(None, map(shutil.which, os.environ.get("CC", "").split()[:1] + ["cc", "gcc", "clang"])), None)
     problem = "no C compiler found (cc, gcc, clang or $CC)"
     with tempfile.TemporaryDirectory() as tmp:  # the loaded library outlives its file
-        library = Path(tmp) / "cpu_dropout.so"
+        path = Path(tmp) / "cpu_dropout.so"
         for flags in (["-fopenmp"], []) if compiler else ():  # OpenMP where the compiler has it, else one thread
             try:
-                subprocess.run([compiler, "-O3", "-shared", "-fPIC", *flags, "-o", str(library), str(SOURCE)],
+                subprocess.run([compiler, "-O3", "-shared", "-fPIC", *flags, "-o", str(path), str(SOURCE)],
                                check=True, capture_output=True, text=True, timeout=300)
-                function = ctypes.CDLL(str(library)).dropout_f32
+                library = ctypes.CDLL(str(path))
                 break
             except subprocess.CalledProcessError as failed:
                 problem = (failed.stderr.strip().splitlines() or [str(failed)])[-1]
@@ -72,16 +73,25 @@ def _kernel():
             print(f"crossdisc: CPU dropout runs as PyTorch operations, more slowly: {SOURCE.name} was not "
                   f"compiled ({problem})", file=sys.stderr)
             return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                         ctypes.c_int32, ctypes.c_float]
-    function.restype = None
-    return function
+    pointer, int64 = ctypes.c_void_p, ctypes.c_int64
+    library.dropout_f32.argtypes = [pointer, pointer, int64, int64, int64, ctypes.c_int32, ctypes.c_float]
+    library.softmax_dropout_backward_f32.argtypes = [pointer, pointer, pointer, int64, int64, int64,
+                                                     ctypes.c_int32, ctypes.c_float]
+    return library
+
+
+def _uses_kernel(x):
+    return x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling() and _library()
+
+
+def _draw_key():
+    return torch.empty((), dtype=torch.int64).random_(-2**63, None)  # one draw of torch's generator
 
 
 def _apply_kernel(x, key, p, scale):
     x = x.contiguous()
     out = torch.empty_like(x)
-    _kernel()(x.data_ptr(), out.data_ptr(), 0, x.numel(), key, threshold(p), scale)
+    _library().dropout_f32(x.data_ptr(), out.data_ptr(), 0, x.numel(), key, threshold(p), scale)
     return out
 
 
@@ -100,11 +110,38 @@ class _KernelDropout(torch.autograd.Function):
 
 def hash_dropout(x, p, scale):
     """x with each element kept with probability 1 - p and multiplied by `scale`, or zeroed."""
-    key = torch.empty((), dtype=torch.int64).random_(-2**63, None)  # one draw of torch's generator
-    if x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling() and _kernel():
+    key = _draw_key()
+    if _uses_kernel(x):
         return _KernelDropout.apply(x, key.item(), p, scale)
     index = torch.arange(x.numel(), device=x.device).view(x.shape)
     return x * (keep_mask(index, key.to(x.device), p).to(x.dtype) * scale)
+
+
+class _KernelSoftmaxDropout(torch.autograd.Function):
+    """hash_dropout(softmax(scores)) with a backward pass of one C pass per row (dropout's backward,
+    then softmax's) instead of two PyTorch passes over the whole tensor."""
+
+    @staticmethod
+    def forward(ctx, scores, key, p, scale):
+        probabilities = torch.softmax(scores, -1)
+        ctx.save_for_backward(probabilities)
+        ctx.mask = (key, p, scale)
+        return _apply_kernel(probabilities, key, p, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (probabilities,), (key, p, scale) = ctx.saved_tensors, ctx.mask
+        grad, out, columns = grad.contiguous(), torch.empty_like(probabilities), probabilities.size(-1)
+        _library().softmax_dropout_backward_f32(grad.data_ptr(), probabilities.data_ptr(), out.data_ptr(),
+                                                probabilities.numel() // columns, columns, key, threshold(p), scale)
+        return out, None, None, None
+
+
+def softmax_dropout(scores, p, scale):
+    """hash_dropout(torch.softmax(scores, -1), p, scale), with the same masks."""
+    if _uses_kernel(scores):
+        return _KernelSoftmaxDropout.apply(scores.contiguous(), _draw_key().item(), p, scale)
+    return hash_dropout(torch.softmax(scores, -1), p, scale)
 
 
 class Dropout(torch.nn.Dropout):
@@ -118,18 +155,22 @@ class Dropout(torch.nn.Dropout):
 
 def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Transformers attention function: PyTorch's fused SDPA without dropout (evaluation), the
-    explicit softmax(QK^T)V with hash_dropout() on the attention probabilities in training."""
+    explicit softmax(QK^T)V with softmax_dropout() on the attention probabilities in training."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if dropout == 0.0:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    scores = torch.matmul(query, key.transpose(2, 3)).mul_(query.size(-1) ** -0.5 if scaling is None else scaling)
+    (batch, heads, length, width), keys = query.shape, key.size(2)
+    # QK^T with the scaling applied by the matrix product (its gradient scales the smaller factors)
+    scores = torch.baddbmm(query.new_zeros(()), query.reshape(-1, length, width),
+                           key.reshape(-1, keys, width).transpose(1, 2), beta=0,
+                           alpha=width ** -0.5 if scaling is None else scaling).view(batch, heads, length, keys)
     if attention_mask is not None:  # SDPA's mask: True where attention is allowed, or additive
         if attention_mask.dtype == torch.bool:
             scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores += attention_mask
-    kept = hash_dropout(torch.softmax(scores, -1), dropout, 1.0 / (1.0 - dropout))
+    kept = softmax_dropout(scores, dropout, 1.0 / (1.0 - dropout))
     return torch.matmul(kept, value).transpose(1, 2).contiguous(), None
 
 
