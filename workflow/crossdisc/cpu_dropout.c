@@ -33,16 +33,27 @@ static void block(const float *restrict x, float *restrict out, uint32_t first, 
     }
 }
 
-/* Elements start .. end - 1 of x (indexed from x, not from x + start) into out. */
+/* Elements start .. end - 1 of x (indexed from x, not from x + start) into out, on this thread, in
+ * pieces within which the high 32 bits of the index are fixed. */
+static void masked_scale(const float *x, float *out, int64_t start, int64_t end, uint64_t key, int32_t threshold,
+                         float scale) {
+    while (start < end) {
+        int64_t stop = ((start >> 32) + 1) << 32;
+        if (stop > end) stop = end;
+        block(x + start, out + start, (uint32_t)start, (uint32_t)(stop - start), (uint32_t)key,
+              (uint32_t)(key >> 32) ^ (uint32_t)(start >> 32), threshold, scale);
+        start = stop;
+    }
+}
+
+/* masked_scale over OpenMP threads, a BLOCK at a time. signed_key: torch's int64, the same 64 bits. */
 void dropout_f32(const float *x, float *out, int64_t start, int64_t end, int64_t signed_key, int32_t threshold,
                  float scale) {
-    uint64_t key = (uint64_t)signed_key; /* torch's int64, the same 64 bits */
     if (start >= end) return;
 #pragma omp parallel for schedule(static) if (end - start > 4 * BLOCK)
     for (int64_t b = start / BLOCK; b <= (end - 1) / BLOCK; b++) {
         int64_t first = b * BLOCK > start ? b * BLOCK : start, stop = (b + 1) * BLOCK < end ? (b + 1) * BLOCK : end;
-        block(x + first, out + first, (uint32_t)first, (uint32_t)(stop - first), (uint32_t)key,
-              (uint32_t)(key >> 32) ^ (uint32_t)(first >> 32), threshold, scale);
+        masked_scale(x, out, first, stop, (uint64_t)signed_key, threshold, scale);
     }
 }
 
@@ -65,17 +76,9 @@ static void softmax_backward_row(const float *restrict p, float *restrict o, int
  * depend on the thread count. */
 void softmax_dropout_backward_f32(const float *grad, const float *probs, float *out, int64_t rows, int64_t cols,
                                   int64_t signed_key, int32_t threshold, float scale) {
-    uint64_t key = (uint64_t)signed_key;
 #pragma omp parallel for schedule(static) if (rows * cols > 4 * BLOCK)
     for (int64_t r = 0; r < rows; r++) {
-        int64_t first = r * cols, end = first + cols;
-        while (first < end) { /* dP, in pieces within which the high 32 bits of the index are fixed */
-            int64_t stop = ((first >> 32) + 1) << 32;
-            if (stop > end) stop = end;
-            block(grad + first, out + first, (uint32_t)first, (uint32_t)(stop - first), (uint32_t)key,
-                  (uint32_t)(key >> 32) ^ (uint32_t)(first >> 32), threshold, scale);
-            first = stop;
-        }
+        masked_scale(grad, out, r * cols, (r + 1) * cols, (uint64_t)signed_key, threshold, scale); /* dP */
         softmax_backward_row(probs + r * cols, out + r * cols, cols);
     }
 }
