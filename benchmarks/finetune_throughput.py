@@ -1,5 +1,5 @@
-"""Fine-tuning throughput: our engine against the Hugging Face Trainer, in one process, on the
-same model, data, steps, seed and hardware.
+"""Fine-tuning throughput: our engine against the Hugging Face Trainer, each contender in a fresh
+process, on the same model, data, steps, seed and hardware.
 
   (a) Trainer as run_glue.py configures it by default: every example padded to max_length;
   (b) Trainer at its best: DataCollatorWithPadding and train_sampling_strategy="group_by_length";
@@ -9,17 +9,19 @@ Two data sets: GLUE-like (pairs of consecutive English sentences, lengths spread
 as in MRPC/RTE) and fixed-length (128 symbols per example, as music segments). Prints training
 examples per second of each, its peak GPU memory on a GPU, and the test accuracy after the same
 steps; the last line is the ratio of (c) to (a) on the GLUE-like data. On a GPU every contender runs
-under bf16 autocast (the Trainer with bf16=True). (c) runs with the engine's defaults, so it compiles
-on a GPU from 3000 steps on (compile: auto); --compile adds (d), our engine always compiled.
+under bf16 autocast (the Trainer with bf16=True). (c) runs with the engine's defaults (on a GPU,
+CUDA graphs recorded per batch shape); --compile adds (d), our engine under torch.compile.
 
     python benchmarks/finetune_throughput.py [--model DIR] [--steps 30] [--batch-size 32] [--device cuda]
 """
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,7 @@ def write_task(path, ids, types, labels, vocab_size):
                                             "vocabulary": "text", "vocab_size": vocab_size})
 
 
-def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir, device, compile="auto"):
+def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir, device, compile=False):
     summary = finetune.finetune(token_file, map_file, model_dir, "pretrained", workdir / "engine", workdir / "state",
                                 {"lr": 1e-4, "batch_size": batch_size, "max_steps": steps, "checkpoint_every": 10**9,
                                  "compile": compile},
@@ -110,13 +112,25 @@ def warm_up(model_dir, batch_size, device):
     model(input_ids=ids, labels=torch.zeros(batch_size, dtype=torch.long, device=device)).loss.backward()
 
 
-def measured(device, run):
-    """run() -> (examples/s, accuracy), plus the peak GPU memory it took (MiB; None on CPU)."""
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+def _contender(device, warm_up_args, run, queue):
+    torch.set_num_threads(os.cpu_count())
+    warm_up(*warm_up_args, device)
     speed, accuracy = run()
-    return speed, accuracy, torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    queue.put((speed, accuracy, torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None))
+
+
+def measured(device, warm_up_args, run):
+    """run() -> (examples/s, accuracy) in a fresh process after a warm-up step, so that no contender
+    inherits another's state (allocator, caches, settings); plus its peak GPU memory (MiB; None on a
+    CPU). `run` must be picklable (a module-level function or a functools.partial of one)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    process = context.Process(target=_contender, args=(device, warm_up_args, run, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"a contender failed (exit code {process.exitcode}): {run}")
+    return queue.get()
 
 
 def default_model():
@@ -141,9 +155,7 @@ def main():
     parser.add_argument("--compile", action="store_true", help="also time our engine under torch.compile")
     args = parser.parse_args()
     args.model = args.model or default_model()
-    torch.set_num_threads(os.cpu_count())
     tokenizer = load_tokenizer(args.model)
-    warm_up(args.model, args.batch_size, args.device)
     print(f"model {args.model}, {args.steps} steps of batch {args.batch_size}, {hardware(args.device)}")
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,14 +172,14 @@ def main():
             print(f"\n{name}: {len(lengths)} examples, mean length {np.mean(lengths):.0f}, max {max(lengths)}")
             common = (args.steps, args.batch_size, args.seed, workdir, args.device)
             contenders = {
-                "(a) Trainer, run_glue defaults": lambda: run_trainer(args.model, token_file, *common, best=False),
-                "(b) Trainer, dynamic padding + group_by_length": lambda: run_trainer(args.model, token_file, *common, best=True),
-                "(c) crossdisc engine": lambda: run_engine(args.model, token_file, map_file, *common),
+                "(a) Trainer, run_glue defaults": partial(run_trainer, args.model, token_file, *common, best=False),
+                "(b) Trainer, dynamic padding + group_by_length": partial(run_trainer, args.model, token_file, *common, best=True),
+                "(c) crossdisc engine": partial(run_engine, args.model, token_file, map_file, *common),
             }
             if args.compile:
-                contenders["(d) crossdisc engine, torch.compile"] = lambda: run_engine(
-                    args.model, token_file, map_file, *common, compile=True)
-            results = {label: measured(args.device, run) for label, run in contenders.items()}
+                contenders["(d) crossdisc engine, torch.compile"] = partial(
+                    run_engine, args.model, token_file, map_file, *common, compile=True)
+            results = {label: measured(args.device, (args.model, args.batch_size), run) for label, run in contenders.items()}
             for label, (speed, accuracy, peak) in results.items():
                 memory = f"   peak GPU memory {peak:7.0f} MiB" if peak is not None else ""
                 print(f"  {label:48s} {speed:8.1f} examples/s   test accuracy {accuracy:.3f}{memory}")

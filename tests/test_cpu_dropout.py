@@ -54,18 +54,27 @@ def test_softmax_dropout_kernel_matches_softmax_then_dropout(monkeypatch, thread
     try:
         scores = (3 * torch.randn(4, 3, 67, 67)).requires_grad_()  # rows of odd width
         grad = torch.randn(scores.shape)
-        torch.manual_seed(9)
-        ours = cpu_dropout.softmax_dropout(scores, 0.1, 1 / 0.9)
-        (ours_grad,) = torch.autograd.grad(ours, scores, grad)
-        monkeypatch.setattr(cpu_dropout, "_library", lambda: None)
-        torch.manual_seed(9)
-        expected = cpu_dropout.softmax_dropout(scores, 0.1, 1 / 0.9)  # softmax, then the PyTorch dropout
-        (expected_grad,) = torch.autograd.grad(expected, scores, grad)
+        allowed = torch.ones(4, 1, 67, 67, dtype=torch.bool)
+        allowed[1, ..., 50:] = False  # padding of the second sequence
+        results = []
+        for mask in (None, allowed, torch.zeros(allowed.shape).masked_fill(~allowed, -1e9)):
+            torch.manual_seed(9)
+            ours = cpu_dropout.softmax_dropout(scores * 1, mask, 0.1, 1 / 0.9)
+            (ours_grad,) = torch.autograd.grad(ours, scores, grad)
+            with monkeypatch.context() as patched:
+                patched.setattr(cpu_dropout, "_library", lambda: None)
+                torch.manual_seed(9)
+                expected = cpu_dropout.softmax_dropout(scores * 1, mask, 0.1, 1 / 0.9)  # softmax, then PyTorch dropout
+                (expected_grad,) = torch.autograd.grad(expected, scores, grad)
+            results.append((mask, ours, ours_grad, expected, expected_grad))
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(ours, expected)
-    assert torch.allclose(ours_grad, expected_grad, rtol=1e-5, atol=1e-6)  # float rounding
-    assert (ours_grad == 0).sum() == 0  # dropped probabilities still pass softmax's gradient
+    for mask, ours, ours_grad, expected, expected_grad in results:
+        assert torch.equal(ours, expected)
+        assert torch.allclose(ours_grad, expected_grad, rtol=1e-5, atol=1e-6)  # float rounding
+        kept = torch.ones(scores.shape, dtype=torch.bool) if mask is None else allowed.expand(scores.shape)
+        assert (ours_grad[kept] == 0).sum() == 0  # dropped probabilities still pass softmax's gradient
+        assert (ours_grad[~kept] == 0).all() and (ours[~kept] == 0).all()  # masked ones get none
 
 
 def test_kernel_hashes_indices_beyond_32_bits_as_the_reference_does():
@@ -136,7 +145,8 @@ def test_training_attention_without_dropped_weights_equals_sdpa(monkeypatch, mas
     module = torch.nn.Module()
     module.is_causal = False
     expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
-    monkeypatch.setattr(cpu_dropout, "softmax_dropout", lambda x, p, scale: torch.softmax(x, -1) * scale)  # none dropped
+    monkeypatch.setattr(cpu_dropout, "hash_dropout", lambda x, p, scale: x * scale)  # none dropped
+    monkeypatch.setattr(cpu_dropout, "_library", lambda: None)
     ours, _ = cpu_dropout.attention(module, query, key, value, mask, dropout=0.5, scaling=0.3)
     assert torch.allclose(ours, expected / 0.5, atol=1e-5)  # only the 1 / (1 - p) rescaling
 

@@ -117,13 +117,24 @@ def hash_dropout(x, p, scale):
     return x * (keep_mask(index, key.to(x.device), p).to(x.dtype) * scale)
 
 
+def _mask_scores_(scores, attention_mask):
+    """SDPA's mask applied to attention scores in place: True where attention is allowed, or additive."""
+    if attention_mask is None:
+        return scores
+    if attention_mask.dtype == torch.bool:
+        return scores.masked_fill_(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
+    return scores.add_(attention_mask)
+
+
 class _KernelSoftmaxDropout(torch.autograd.Function):
-    """hash_dropout(softmax(scores)) with a backward pass of one C pass per row (dropout's backward,
-    then softmax's) instead of two PyTorch passes over the whole tensor."""
+    """hash_dropout(softmax(masked scores)) with a backward pass of one C pass per row (dropout's
+    backward, then softmax's) instead of PyTorch passes over the whole tensor. The mask needs no
+    backward pass of its own: masked positions have probability 0, so softmax's gradient there is 0.
+    The scores are masked in place: they are the caller's fresh product, saved by nothing."""
 
     @staticmethod
-    def forward(ctx, scores, key, p, scale):
-        probabilities = torch.softmax(scores, -1)
+    def forward(ctx, scores, attention_mask, key, p, scale):
+        probabilities = torch.softmax(_mask_scores_(scores, attention_mask), -1)
         ctx.save_for_backward(probabilities)
         ctx.mask = (key, p, scale)
         return _apply_kernel(probabilities, key, p, scale)
@@ -134,14 +145,15 @@ class _KernelSoftmaxDropout(torch.autograd.Function):
         grad, out, columns = grad.contiguous(), torch.empty_like(probabilities), probabilities.size(-1)
         _library().softmax_dropout_backward_f32(grad.data_ptr(), probabilities.data_ptr(), out.data_ptr(),
                                                 probabilities.numel() // columns, columns, key, threshold(p), scale)
-        return out, None, None, None
+        return out, None, None, None, None
 
 
-def softmax_dropout(scores, p, scale):
-    """hash_dropout(torch.softmax(scores, -1), p, scale), with the same masks."""
+def softmax_dropout(scores, attention_mask, p, scale):
+    """hash_dropout(torch.softmax(scores masked by attention_mask, -1), p, scale), with the same masks.
+    `scores` is overwritten (masked)."""
     if _uses_kernel(scores):
-        return _KernelSoftmaxDropout.apply(scores.contiguous(), _draw_key().item(), p, scale)
-    return hash_dropout(torch.softmax(scores, -1), p, scale)
+        return _KernelSoftmaxDropout.apply(scores.contiguous(), attention_mask, _draw_key().item(), p, scale)
+    return hash_dropout(torch.softmax(_mask_scores_(scores, attention_mask), -1), p, scale)
 
 
 class Dropout(torch.nn.Dropout):
@@ -165,12 +177,7 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     scores = torch.baddbmm(query.new_zeros(()), query.reshape(-1, length, width),
                            key.reshape(-1, keys, width).transpose(1, 2), beta=0,
                            alpha=width ** -0.5 if scaling is None else scaling).view(batch, heads, length, keys)
-    if attention_mask is not None:  # SDPA's mask: True where attention is allowed, or additive
-        if attention_mask.dtype == torch.bool:
-            scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores += attention_mask
-    kept = softmax_dropout(scores, dropout, 1.0 / (1.0 - dropout))
+    kept = softmax_dropout(scores, attention_mask, dropout, 1.0 / (1.0 - dropout))
     return torch.matmul(kept, value).transpose(1, 2).contiguous(), None
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .corpus import read_documents
 from .cpu_dropout import use_cpu_dropout
-from .device import StepLog, autocast_for, pick_device
+from .device import StepLog, autocast_for, keep_freed_memory, pick_device
 from .files import atomic_dir, atomic_path
 from .models import load_tokenizer
 
@@ -89,6 +89,8 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
 
     hp = {**DEFAULTS, **hparams}
     device = pick_device(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     autocast = autocast_for(device)
     tokenizer = load_tokenizer(tokenizer_dir)
 
