@@ -47,7 +47,7 @@ def test_finetune_writes_metrics_curve_and_predictions(task_files, tiny_bert, tm
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["metric"] == "accuracy" and 0 <= written["test"] <= 1 and written["test"] == summary["test"]
     assert set(written["metrics"]) == {"dev", "test"}
-    assert written["compiled"] is False and written["cuda_graphs"] is False  # a CPU run is eager
+    assert written["compiled"] is False and written["cuda_graphs"] is torch.cuda.is_available()
     curve = pd.read_parquet(tmp_path / "run" / "curve.parquet")
     assert curve["step"].tolist() == list(range(1, 25)) and np.isfinite(curve["loss"]).all()
     assert curve["lr"].iloc[-1] == 0.0  # linear decay to zero, no warm-up
@@ -85,6 +85,17 @@ def test_regression_task_trains_with_one_output(tmp_path, tiny_bert, tokenizer):
     summary = finetune.finetune(token_file, tmp_path / "map.parquet", tiny_bert, "re-emb", tmp_path / "run",
                                 tmp_path / "state", {**HP, "metric": "spearman"})
     assert set(summary["metrics"]["test"]) == {"pearson", "spearman"}
+
+
+def test_a_task_with_a_train_split_alone_trains_and_writes_empty_predictions(task_files, tiny_bert, tmp_path):
+    tokens_path, map_path = task_files
+    frame, meta = tokens.read_token_file(tokens_path)
+    records = frame.assign(split="train").to_dict("records")
+    tokens.write_token_file(tmp_path / "train-only.parquet", records, meta)
+    summary = finetune.finetune(tmp_path / "train-only.parquet", map_path, tiny_bert, "pretrained", tmp_path / "run",
+                                tmp_path / "state", {**HP, "early_stopping": False})
+    assert summary["test"] is None and summary["metrics"] == {}
+    assert len(pd.read_parquet(tmp_path / "run" / "predictions.parquet")) == 0
 
 
 @pytest.mark.parametrize("init", ["pretrained", "scratch", "re-emb", "scratch+pretrained-pos"])
