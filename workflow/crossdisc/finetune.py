@@ -96,8 +96,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     hp = {**DEFAULTS, **hparams}
     out_dir, state_path = Path(out_dir), Path(state_dir) / "state.pt"
     device = pick_device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     autocast = autocast_for(device)
 
     # ---- data -----------------------------------------------------------------------------------

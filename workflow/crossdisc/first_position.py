@@ -13,7 +13,6 @@ any other model is left as it is.
 """
 
 import sys
-import types
 
 # Heads that read only position 0 of the encoder's output.
 FIRST_POSITION_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",

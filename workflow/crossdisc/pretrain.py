@@ -89,8 +89,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
 
     hp = {**DEFAULTS, **hparams}
     device = pick_device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     autocast = autocast_for(device)
     tokenizer = load_tokenizer(tokenizer_dir)
 
