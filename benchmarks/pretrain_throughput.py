@@ -18,7 +18,6 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 

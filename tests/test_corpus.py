@@ -3,7 +3,6 @@ and what pre-training and the most-frequent map read from it."""
 
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

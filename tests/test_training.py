@@ -1,7 +1,6 @@
 """The fine-tuning engine and MLM pre-training on a tiny BERT: outputs, determinism, resumption."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
