@@ -316,3 +316,14 @@ def test_the_cli_records_and_enforces_a_checksum(server, tmp_path, capsys):
     assert exit_.value.code == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert message.startswith(f"crossdisc source: error: {server}: sha256 differs") and f"recorded {SHA}" in message
+
+
+def test_a_file_is_checked_against_its_git_object_id(server, tmp_path):
+    blob = hashlib.sha1(b"blob %d\0" % len(PAYLOAD) + PAYLOAD).hexdigest()  # what `git hash-object` prints
+    spec = {"type": "url", "files": [{"url": server, "git_blob_sha1": blob}]}
+    sources.build_source(spec, tmp_path / "good")
+    assert (tmp_path / "good/data.txt").read_bytes() == PAYLOAD
+    spec["files"][0]["git_blob_sha1"] = "0" * 40
+    with pytest.raises(InputError, match=f"git blob id mismatch: expected {'0' * 40}, got {blob}"):
+        sources.build_source(spec, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

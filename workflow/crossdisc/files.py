@@ -8,12 +8,22 @@ import tempfile
 from pathlib import Path
 
 
-def sha256_of(path, chunk=1 << 20):
-    digest = hashlib.sha256()
+def _digest(path, digest, chunk=1 << 20):
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_of(path):
+    return _digest(path, hashlib.sha256())
+
+
+def git_blob_sha1(path):
+    """Git's object id of a file's content (what `git hash-object` prints): sha1 of a
+    `blob <size>` header, a NUL byte and the content."""
+    digest = hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)
+    return _digest(path, digest)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from . import synthetic
 from .errors import InputError
-from .files import atomic_dir, sha256_of
+from .files import atomic_dir, git_blob_sha1, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,8 @@ def _url_files(spec, out, lock=None):
             expected = lock.recorded(url)
             recorded_in = lock.path if expected else None
         digest = fetch_url(url, out / name, expected, recorded_in=recorded_in)
+        if entry.get("git_blob_sha1") and (blob := git_blob_sha1(out / name)) != entry["git_blob_sha1"]:
+            raise InputError(url, f"git blob id mismatch: expected {entry['git_blob_sha1']}, got {blob}")
         if not entry.get("sha256") and lock is not None:
             lock.record(url, digest)
         if spec.get("extract") and name.endswith(ARCHIVE_SUFFIXES):

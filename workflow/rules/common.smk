@@ -5,12 +5,14 @@ import itertools
 import json
 import os
 import re
+import sys
 
 from humanfriendly import InvalidTimespan, parse_timespan
 from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from crossdisc.preflight import missing_local_files
 from crossdisc.preprocess import TEXT_READERS
 
 
@@ -300,6 +302,18 @@ def train_runtime(wildcards, attempt):
 
 def state_dir(wildcards):
     return RUN.replace(RESULTS, STATE, 1).format(**wildcards)
+
+
+def sources_in_grid():
+    """The sources that the configured runs read: their tasks', the corpus of most-frequent token
+    maps, and the corpora of the series they pre-train."""
+    jobs = runs()
+    names = {config["tasks"][job["task"]]["source"] for job in jobs}
+    if any(job["token_map"] == "most-frequent" for job in jobs) and "corpus" in config["token_maps"]:
+        names.add(config["token_maps"]["corpus"])
+    series = {ckpt[0] for job in jobs if (ckpt := split_checkpoint(job["model"]))}
+    names |= {config["pretrain"][name]["corpus"] for name in series if not is_fetched(name)}
+    return names
 
 
 def has_pretrain_runs():

@@ -1,6 +1,23 @@
 # Raw data sources and off-the-shelf models, fetched or located once, verified by sha256.
 
 
+# A user-supplied (file://) file that is missing stops a run before any job starts, with one line
+# naming the config key; a dry run prints the same line as a warning and still plans.
+if workflow.is_main_process:
+    for problem in missing_local_files(
+        config["sources"], {s for s in sources_in_grid() if not os.path.exists(RAW.format(source=s))}
+    ):
+        print(f"crossdisc: warning: {problem}", file=sys.stderr)
+
+
+onstart:
+    downloads = {job.wildcards.source for job in workflow.dag.needrun_jobs() if job.rule.name == "download_source"}
+    if problems := missing_local_files(config["sources"], downloads):
+        print(*(f"crossdisc: {problem}" for problem in problems), sep="\n", file=sys.stderr)
+        sys.exit(1)
+
+
+
 rule download_source:
     output:
         directory(RAW),
