@@ -232,6 +232,25 @@ def test_uci_splice_keeps_ambiguity_codes_and_splits_90_5_5(tmp_path):
     assert frame["split"].value_counts().to_dict() == {"train": 18, "dev": 1, "test": 1}
 
 
+def test_uci_splice_keeps_repeated_names_and_their_positions_in_the_split(tmp_path, caplog):
+    rows = [f"{['EI', 'IE', 'N'][i % 3]},  NAME-{i},  {'ACGT' * 15}\n" for i in range(20)]
+    rows[6] = rows[4]  # an exact duplicate record, as UCI's file has 12
+    rows[9] = rows[2].replace("ACGT,", "TTTT,").replace("ACGT\n", "TTTT\n")  # the name again, other bases
+    (tmp_path / "splice.data").write_text("".join(rows))
+    with caplog.at_level("INFO", logger="crossdisc.preprocess"):
+        preprocess.preprocess("splice", SPLICE_TASK, tmp_path, tmp_path / "t.parquet")
+    frame, _ = read(tmp_path / "t.parquet")
+    assert len(frame) == 20 and {"NAME-4", "NAME-4:7", "NAME-2", "NAME-2:10"} <= set(frame.index)
+    assert "2 instance names occur more than once, 1 of them only as exact duplicate records" in caplog.text
+    assert caplog.records[-1].levelname == "WARNING"  # one repeated name is not a duplicate record
+    # the split follows the line, as the authors' shuffle of all records: renaming changes nothing
+    unique = [row.replace(",  NAME-", ",  OTHER-") if i in (6, 9) else row for i, row in enumerate(rows)]
+    (tmp_path / "splice.data").write_text("".join(unique))
+    preprocess.preprocess("splice", SPLICE_TASK, tmp_path, tmp_path / "u.parquet")
+    other, _ = tokens.read_token_file(tmp_path / "u.parquet")
+    assert frame["split"].tolist() == other["split"].tolist()
+
+
 @pytest.mark.parametrize("line, message", [("XX, NAME-2, ACGT", "unknown class 'XX'"),
                                            ("EI, NAME-2", "2 fields, expected 3"),
                                            ("EI, NAME-2, ACGTQ", "symbol 'Q' is not in the task alphabet")])

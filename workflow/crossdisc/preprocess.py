@@ -12,9 +12,10 @@ import functools
 import io
 import itertools
 import json
+import logging
 import math
 import random
-from collections import namedtuple
+from collections import defaultdict, namedtuple
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import pyarrow.parquet as pq
 from . import corpus, tokens
 from .errors import InputError
 from .models import load_tokenizer
+
+log = logging.getLogger(__name__)
 
 MIDI_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
 TEXT_READERS = {"sentence-order", "glue", "text-table"}
@@ -308,14 +311,32 @@ def hilbert_cnn_examples(raw_dir, task):
 
 
 def uci_splice_examples(raw_dir, task):
-    """UCI splice-junction layout (`splice.data`): lines `CLASS, NAME, SEQUENCE` (60 bp); split
-    90/5/5 with a fixed seed as the authors did."""
+    """UCI splice-junction layout (`splice.data`, or Hilbert-CNN's byte-identical `splice.txt`):
+    lines `CLASS, NAME, SEQUENCE` (60 bp); split 90/5/5 with a fixed seed as the authors did.
+    Every record is kept, as the authors kept them: the real file repeats 12 instance names, each
+    as an exact duplicate record. The first record of a name has the name as its id, a later one
+    `NAME:<line>`, and the job log says how many names repeat."""
     path = Path(raw_dir) / task["file"]
     rows = _read_table(path, ",", [], header=["class", "name", "sequence"])
     splits = _random_splits(len(rows), task["split_fractions"], task["seed"])
-    return [{"id": row["name"].strip(), "split": split, "symbols": list(row["sequence"].strip().upper()),
-             "label": row["class"].strip(), "file": path, "line": line}
-            for (line, row), split in zip(rows, splits)]
+    examples, records = [], defaultdict(list)
+    for (line, row), split in zip(rows, splits):
+        name = row["name"].strip()
+        # Only later occurrences are renamed, so a file without repeated names (and every name
+        # that occurs once) keeps the instance names as ids; the line number makes the id unique
+        # and says where the record is.
+        examples.append({"id": f"{name}:{line}" if name in records else name, "split": split,
+                         "symbols": list(row["sequence"].strip().upper()), "label": row["class"].strip(),
+                         "file": path, "line": line})
+        records[name].append(tuple(row.values()))
+    repeated = [recs for recs in records.values() if len(recs) > 1]
+    if repeated:
+        exact = sum(len(set(recs)) == 1 for recs in repeated)
+        log.log(logging.INFO if exact == len(repeated) else logging.WARNING,
+                "%s: %d instance names occur more than once, %d of them only as exact duplicate records; "
+                "all %d records kept, a later occurrence with the id NAME:<line>", path, len(repeated), exact,
+                len(rows))
+    return examples
 
 
 def fasta_examples(raw_dir, task):
