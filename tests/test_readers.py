@@ -2,6 +2,7 @@
 layouts in, one token file out; bad input names the file and the record and leaves no output."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -12,6 +13,8 @@ from crossdisc import preprocess, tokens
 from crossdisc.errors import InputError
 from test_preprocess import write_midi
 
+# Small files in the real layouts, each carrying the quirks of the real file (tests/data/README.md).
+DATA = Path(__file__).parent / "data"
 GLUE = {"reader": "glue", "kind": "classification", "max_length": 128, "format": "parquet",
         "dev_fraction": 0.0, "seed": 100}
 
@@ -260,6 +263,19 @@ def test_bad_uci_splice_rows_are_rejected_naming_the_line(tmp_path, line, messag
     with pytest.raises(InputError, match=f"splice.data: line 2: {message}"):
         preprocess.preprocess("splice", SPLICE_TASK, tmp_path, out)
     assert not out.exists()
+
+
+HISTONE_TASK = {"reader": "hilbert-cnn", "file": "H3.txt", "kind": "classification", "alphabet": "ACGT",
+                "max_length": 502, "add_special_tokens": True, "split_fractions": [0.9, 0.05], "seed": 100}
+
+
+def test_hilbert_cnn_ids_lose_the_fasta_mark_and_trailing_space(tmp_path):
+    preprocess.preprocess("h3", HISTONE_TASK, DATA / "hilbert-cnn", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert list(frame.index) == [f"H3_{i:04d}" for i in range(1, 21)]  # not '>H3_0001 '
+    assert set(frame["input_ids"].map(len)) == {502}  # 500 bases within [CLS] x [SEP]
+    assert sorted(meta["label_names"]) == ["0", "1"]
+    assert frame["split"].value_counts().to_dict() == {"train": 18, "dev": 1, "test": 1}
 
 
 MAESTRO_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 4, "max_length": 4,

@@ -299,15 +299,17 @@ def midi_examples(raw_dir, task):
 
 def hilbert_cnn_examples(raw_dir, task):
     """Hilbert-CNN layout: three lines per record (id, sequence, label); split 90/5/5 with a
-    fixed seed as the authors did."""
+    fixed seed as the authors did. The real files' id lines are `>ID`, some with a trailing space:
+    the id is what follows the '>', stripped."""
     path = Path(raw_dir) / task["file"]
     lines = _read_text(path).splitlines()
     if len(lines) % 3:
         raise InputError(path, f"{len(lines)} lines is not a whole number of 3-line records")
     records = [lines[i:i + 3] for i in range(0, len(lines), 3)]
     splits = _random_splits(len(records), task["split_fractions"], task["seed"])
-    return [{"id": name.strip(), "split": split, "symbols": list(seq.strip().upper()), "label": label.strip(),
-             "line": 3 * i + 1} for i, ((name, seq, label), split) in enumerate(zip(records, splits))]
+    return [{"id": name.removeprefix(">").strip(), "split": split, "symbols": list(seq.strip().upper()),
+             "label": label.strip(), "file": path, "line": 3 * i + 1}
+            for i, ((name, seq, label), split) in enumerate(zip(records, splits))]
 
 
 def uci_splice_examples(raw_dir, task):
