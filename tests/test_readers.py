@@ -254,6 +254,24 @@ def test_uci_splice_keeps_repeated_names_and_their_positions_in_the_split(tmp_pa
     assert frame["split"].tolist() == other["split"].tolist()
 
 
+def test_uci_splice_lines_as_the_real_file_has_them(tmp_path, caplog):
+    """Lines of UCI's splice.data (= Hilbert-CNN's splice.txt): space-padded fields, repeated
+    names as exact duplicate records, ambiguity codes; every record is kept."""
+    with caplog.at_level("INFO", logger="crossdisc.preprocess"):
+        preprocess.preprocess("splice", dict(SPLICE_TASK, file="splice.txt"), DATA / "splice", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert len(frame) == 25 and frame["label"].value_counts().to_dict() == {0: 16, 1: 5, 2: 4}
+    assert {"HUMALBGC-DONOR-17044", "HUMALBGC-DONOR-17044:7", "HUMMYLCA-DONOR-644:15",
+            "HUMALBGC-ACCEPTOR-18496:18"} <= set(frame.index)
+    assert "4 instance names occur more than once, 4 of them only as exact duplicate records" in caplog.text
+    assert caplog.records[-1].levelname == "INFO"
+    assert set(frame["input_ids"].map(len)) == {62}  # 60 bases within [CLS] x [SEP]
+    symbols = {meta["symbols"][i] for ids in frame["input_ids"] for i in ids}
+    assert {"N", "D", "R", "S"} <= symbols
+    assert meta["symbols"][frame.loc["HUMMHB27B-ACCEPTOR-1202", "input_ids"][1]] == "D"
+    assert frame["split"].value_counts().to_dict() == {"train": 22, "dev": 1, "test": 2}
+
+
 @pytest.mark.parametrize("line, message", [("XX, NAME-2, ACGT", "unknown class 'XX'"),
                                            ("EI, NAME-2", "2 fields, expected 3"),
                                            ("EI, NAME-2, ACGTQ", "symbol 'Q' is not in the task alphabet")])
