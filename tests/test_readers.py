@@ -2,6 +2,7 @@
 layouts in, one token file out; bad input names the file and the record and leaves no output."""
 
 import json
+import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossdisc import preprocess, tokens
+from crossdisc import preprocess, sources, tokens
 from crossdisc.errors import InputError
 from test_preprocess import write_midi
 
@@ -216,6 +217,67 @@ def test_a_bad_user_fasta_file_is_rejected(tmp_path, content, message):
     out = tmp_path / "t.parquet"
     with pytest.raises(InputError, match=f"mine.fa: .*{message}"):
         preprocess.preprocess("mine", dict(PLUS_TASK, file="mine.fa", split_fractions=[0.5, 0.25], seed=1), tmp_path, out)
+    assert not out.exists()
+
+
+TAPE_TASK = {"reader": "tape-json", "kind": "regression", "alphabet": PROTEIN, "add_special_tokens": True}
+FLUORESCENCE = dict(TAPE_TASK, directory="fluorescence", prefix="fluorescence", label_field="log_fluorescence",
+                    max_length=256)
+STABILITY = dict(TAPE_TASK, directory="stability", prefix="stability", label_field="stability_score", max_length=50)
+
+
+def test_tape_archive_unpacks_into_its_task_folder_and_labels_come_out_of_one_element_lists(tmp_path):
+    # packed as TAPE's data_raw_pytorch/fluorescence.tar.gz: a top-level fluorescence/ folder
+    with tarfile.open(tmp_path / "fluorescence.tar.gz", "w:gz") as archive:
+        archive.add(DATA / "tape" / "fluorescence", arcname="fluorescence")
+    spec = {"type": "url", "extract": True, "files": [{"url": (tmp_path / "fluorescence.tar.gz").as_uri()}]}
+    sources.build_source(spec, tmp_path / "raw")
+    task = dict(FLUORESCENCE, split_sizes={"train": 6, "dev": 2, "test": 3})
+    preprocess.preprocess("fluorescence", task, tmp_path / "raw", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    records = json.loads((DATA / "tape" / "fluorescence" / "fluorescence_valid.json").read_text())
+    assert frame.loc["fluorescence_valid:1", "label"] == pytest.approx(records[1]["log_fluorescence"][0])
+    assert frame.loc["fluorescence_valid:1", "split"] == "dev"  # TAPE's valid is the dev split
+    assert meta["kind"] == "regression" and meta["label_names"] is None
+    assert set(frame["input_ids"].map(len)) == {239}  # the 237 residues of GFP within [CLS] x [SEP]
+
+
+def test_tape_stability_is_read_from_its_folder_with_its_own_label_field(tmp_path):
+    preprocess.preprocess("stability", STABILITY, DATA / "tape", tmp_path / "t.parquet")
+    frame, _ = read(tmp_path / "t.parquet")
+    records = json.loads((DATA / "tape" / "stability" / "stability_train.json").read_text())
+    labels = frame.loc[[f"stability_train:{i}" for i in range(len(records))], "label"]
+    assert labels.tolist() == pytest.approx([r["stability_score"][0] for r in records])
+    assert frame["split"].value_counts().to_dict() == {"train": 5, "dev": 2, "test": 2}
+
+
+def test_split_sizes_other_than_configured_stop_preprocessing(tmp_path):
+    task = dict(STABILITY, split_sizes={"train": 53614, "dev": 2512, "test": 12851})
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=r"task 'stability': split sizes \{'train': 5, 'dev': 2, 'test': 2\} differ "
+                                         r"from the configured split_sizes") as err:
+        preprocess.preprocess("stability", task, DATA / "tape", out)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"primary": "MKV", "log_fluorescence": [3.1, 2.0]}, r"'log_fluorescence' is \[3.1, 2.0\], not a one-element list"),
+    ({"primary": "MKV", "log_fluorescence": 3.1}, "'log_fluorescence' is 3.1, not a one-element list"),
+    ({"primary": "MKV"}, r"missing field\(s\) \['log_fluorescence'\]"),
+    ({"primary": "MKV", "log_fluorescence": ["3.1"]}, "'log_fluorescence' holds '3.1', not a number"),
+    ({"primary": "MKV", "log_fluorescence": [None]}, "'log_fluorescence' holds None, not a number"),
+    ({"primary": "MKJ", "log_fluorescence": [3.1]}, "symbol 'J' is not in the task alphabet"),
+    ({"primary": "MKV", "log_fluorescence": [float("nan")]}, "label 'nan' is not a finite number"),
+])
+def test_a_bad_tape_record_is_rejected_naming_file_and_record(tmp_path, record, message):
+    (tmp_path / "fluorescence").mkdir()
+    good = {"primary": "MKV", "log_fluorescence": [1.5]}
+    for suffix in ("train", "valid", "test"):
+        rows = [good, record] if suffix == "train" else [good]
+        (tmp_path / "fluorescence" / f"fluorescence_{suffix}.json").write_text(json.dumps(rows))
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=f"fluorescence_train.json: record 1: {message}"):
+        preprocess.preprocess("fluorescence", FLUORESCENCE, tmp_path, out)
     assert not out.exists()
 
 

@@ -29,6 +29,8 @@ from .models import load_tokenizer
 log = logging.getLogger(__name__)
 
 MIDI_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
+# TAPE's file suffixes (`<task>_<suffix>.json`) and our split names.
+TAPE_SPLITS = {"train": "train", "valid": "dev", "test": "test"}
 TEXT_READERS = {"sentence-order", "glue", "text-table"}
 # Symbols of the readers of known data sets, unless a task names its own: MIDI pitches 0..127;
 # the UCI splice bases with the ambiguity codes N, D, R, S as symbols of their own.
@@ -142,6 +144,20 @@ def _parquet_rows(folder, pattern, columns):
     return rows
 
 
+def _json_records(path, layout):
+    """The records of a JSON file holding a list of objects; `layout` names it in errors."""
+    try:
+        records = json.loads(_read_text(path))
+    except ValueError as err:
+        raise InputError(path, f"not valid JSON ({err})") from None
+    if not isinstance(records, list):
+        raise InputError(path, f"not a list of records ({layout})")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InputError(path, f"not a record but {type(record).__name__} ({layout})", f"record {i}")
+    return records
+
+
 def _text_fields(texts):
     """The text of an example, or a pair: tokenised as [CLS] a [SEP] b [SEP]."""
     return {"text": texts[0], "text_pair": texts[1]} if len(texts) == 2 else {"text": texts[0]}
@@ -232,12 +248,7 @@ def _metadata_rows(path, columns):
     (maestro-v1.0.0.json), a list of records with the same columns."""
     if path.suffix != ".json":
         return [(f"line {line}", row) for line, row in _read_table(path, ",", columns)]
-    try:
-        records = json.loads(_read_text(path))
-    except ValueError as err:
-        raise InputError(path, f"not valid JSON ({err})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise InputError(path, "not a list of records (the MAESTRO v1 layout)")
+    records = _json_records(path, "the MAESTRO v1 layout")
     for i, record in enumerate(records):
         missing = [c for c in columns if c not in record]
         if missing:
@@ -341,6 +352,32 @@ def uci_splice_examples(raw_dir, task):
     return examples
 
 
+def tape_json_examples(raw_dir, task):
+    """TAPE's raw JSON release (`data_raw_pytorch/<task>.tar.gz`, extracted into `directory`):
+    `<prefix>_{train,valid,test}.json`, each a list of records with the sequence in `primary` and
+    the label in `label_field` as a one-element list (`log_fluorescence`, `stability_score`), as
+    TAPE's own datasets read `item[field][0]`. valid is the dev split. Ids are `<file>:<record>`
+    (e.g. `fluorescence_valid:17`), unique across the three files whatever TAPE's `id` fields hold."""
+    folder, field = Path(raw_dir) / task.get("directory", ""), task["label_field"]
+    examples = []
+    for suffix, split in TAPE_SPLITS.items():
+        path = folder / f"{task['prefix']}_{suffix}.json"
+        for i, record in enumerate(_json_records(path, "TAPE's JSON layout")):
+            missing = [key for key in ("primary", field) if key not in record]
+            if missing:
+                raise InputError(path, f"missing field(s) {missing}", f"record {i}")
+            value = record[field]
+            if not isinstance(value, list) or len(value) != 1:
+                raise InputError(path, f"'{field}' is {value!r}, not a one-element list", f"record {i}")
+            if isinstance(value[0], bool) or not isinstance(value[0], (int, float)):
+                raise InputError(path, f"'{field}' holds {value[0]!r}, not a number", f"record {i}")
+            if not isinstance(record["primary"], str):
+                raise InputError(path, f"'primary' is {record['primary']!r}, not a sequence", f"record {i}")
+            examples.append({"id": f"{path.stem}:{i}", "split": split, "symbols": list(record["primary"].upper()),
+                             "label": value[0], "file": path, "record": i})
+    return examples
+
+
 def fasta_examples(raw_dir, task):
     """FASTA with header `>NAME LABEL`: PLUS's `<prefix>_{train,dev,test}.fa`, or one `file` split
     at `split_fractions` with `seed`. `label_before` keeps the label up to a separator;
@@ -386,12 +423,14 @@ READERS = {
     "hilbert-cnn": hilbert_cnn_examples,
     "uci-splice": uci_splice_examples,
     "fasta": fasta_examples,
+    "tape-json": tape_json_examples,
 }
 
 
 def _error(example, source, problem):
-    """An InputError naming the example's file (else the source) and its line, row or id."""
-    key = next((k for k in ("line", "row") if k in example), None)
+    """An InputError naming the example's file (else the source) and its line, row, record
+    number or id."""
+    key = next((k for k in ("line", "row", "record") if k in example), None)
     record = f"{key} {example[key]}" if key else f"record '{example['id']}'"
     return InputError(example.get("file", source), problem, record)
 
@@ -432,6 +471,11 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
         if ex["id"] in seen:
             raise _error(ex, raw_dir, "duplicate id")
         seen.add(ex["id"])
+    if task.get("split_sizes"):  # e.g. the paper's Table 4: the data are the ones it used
+        sizes = {split: sum(ex["split"] == split for ex in examples) for split in tokens.SPLITS}
+        if sizes != task["split_sizes"]:
+            raise InputError(raw_dir, f"task '{task_name}': split sizes {sizes} differ from the configured "
+                                      f"split_sizes {task['split_sizes']}")
     labels, label_names = _labels(examples, task, raw_dir)
     max_length = task["max_length"]
     meta = {"task": task_name, "kind": task["kind"], "label_names": label_names,
