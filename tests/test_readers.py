@@ -220,6 +220,50 @@ def test_a_bad_user_fasta_file_is_rejected(tmp_path, content, message):
     assert not out.exists()
 
 
+DEEPLOC_TASK = {"reader": "fasta", "file": "deeploc_data.fasta", "kind": "classification", "alphabet": PROTEIN,
+                "labels": LOCALIZATION, "label_before_last": "-", "drop_labels": ["Cytoplasm-Nucleus"],
+                "test_marker": "test", "dev_size": 2, "keep_ends": 500, "max_length": 512, "add_special_tokens": True,
+                "split_fractions": [0.9, 0.05], "seed": 100}
+
+
+def test_deeploc_splits_by_its_test_field_and_leaves_out_two_location_proteins(tmp_path, caplog):
+    task = dict(DEEPLOC_TASK, split_sizes={"train": 5, "dev": 2, "test": 4})
+    with caplog.at_level("INFO", logger="crossdisc.preprocess"):
+        preprocess.preprocess("loc", task, DATA / "deeploc", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert "deeploc_data.fasta: 3 records with a label in ['Cytoplasm-Nucleus'] left out" in caplog.text
+    assert not {"P63033", "Q9Y2K1", "O95479"} & set(frame.index)  # Cytoplasm-Nucleus, in train and test
+    assert set(frame.index[frame["split"] == "test"]) == {"Q9H400", "O14625", "Q6NUK4", "P12270"}
+    assert set(frame.index[frame["split"] == "dev"]) == {"P22462-2", "P35613"}  # drawn with seed 100
+    assert frame["label"].to_dict() == {"Q9H400": 0, "Q5I0E9": 1, "P22462-2": 7, "Q8N4C9": 5, "O14625": 3,
+                                        "P35613": 2, "P51580": 4, "Q6NUK4": 6, "P49748": 8, "Q3E7K4": 9,
+                                        "P12270": 7}
+    assert len(frame.loc["P22462-2", "input_ids"]) == 512  # 1,100 residues: first 500 + last 500, then cut
+
+
+def test_deeploc_two_location_label_is_not_cut_to_cytoplasm(tmp_path):
+    task = dict(DEEPLOC_TASK, labels=None, drop_labels=[])
+    preprocess.preprocess("loc", task, DATA / "deeploc", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert meta["label_names"][frame.loc["Q9Y2K1", "label"]] == "Cytoplasm-Nucleus"
+    assert meta["label_names"][frame.loc["Q5I0E9", "label"]] == "Cytoplasm"
+
+
+@pytest.mark.parametrize("content, change, message", [
+    (">a Nucleus-S test\nMKV\n>b Plastid-S\nMKV\n", {"dev_size": 2},
+     "dev_size 2 is more than the 1 records outside the test split"),
+    (">a Nucleus-S\nMKV\n>b Plastid-S\nMKV\n", {}, "no header has the test marker 'test' as its third field"),
+    (">a Nucleus-S test\nMKV\n>b Plastid-S new_test_set\nMKV\n", {},
+     "record 'b': third header field 'new_test_set' is not the test marker 'test'"),
+])
+def test_a_bad_deeploc_file_is_rejected_naming_it(tmp_path, content, change, message):
+    (tmp_path / "deeploc_data.fasta").write_text(content)
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=f"deeploc_data.fasta: {message}"):
+        preprocess.preprocess("loc", {**DEEPLOC_TASK, "dev_size": 0, **change}, tmp_path, out)
+    assert not out.exists()
+
+
 TAPE_TASK = {"reader": "tape-json", "kind": "regression", "alphabet": PROTEIN, "add_special_tokens": True}
 FLUORESCENCE = dict(TAPE_TASK, directory="fluorescence", prefix="fluorescence", label_field="log_fluorescence",
                     max_length=256)

@@ -380,9 +380,13 @@ def tape_json_examples(raw_dir, task):
 
 def fasta_examples(raw_dir, task):
     """FASTA with header `>NAME LABEL`: PLUS's `<prefix>_{train,dev,test}.fa`, or one `file` split
-    at `split_fractions` with `seed`. `label_before` keeps the label up to a separator;
-    `keep_ends` cuts longer sequences to their first and last N residues before the max_length cut
-    (PLUS localization: 500, as the authors did)."""
+    at `split_fractions` with `seed`, or one `file` split by its headers (`test_marker`): DeepLoc
+    1.0's `deeploc_data.fasta` has the third field `test` on its test records; the others are
+    train, of which `dev_size`, drawn with `seed`, are dev. `label_before` keeps the label up to
+    the first separator (PLUS), `label_before_last` up to the last (DeepLoc); records whose label
+    is in `drop_labels` are left out, and the job log counts them. `keep_ends` cuts longer
+    sequences to their first and last N residues before the max_length cut (PLUS localization:
+    500, as the authors did)."""
     from Bio import SeqIO
 
     raw_dir = Path(raw_dir)
@@ -390,26 +394,54 @@ def fasta_examples(raw_dir, task):
         files = [(raw_dir / task["file"], None)]
     else:
         files = [(raw_dir / f"{task['prefix']}_{split}.fa", split) for split in tokens.SPLITS]
-    keep, separator = task.get("keep_ends"), task.get("label_before")
+    keep, marker, drop = task.get("keep_ends"), task.get("test_marker"), set(task.get("drop_labels", []))
     examples = []
     for path, split in files:
         try:
             records = list(SeqIO.parse(io.StringIO(_read_text(path)), "fasta"))
         except ValueError as err:  # Biopython's explanation starts with a one-line summary
             raise InputError(path, f"not a FASTA file ({str(err).splitlines()[0]})") from None
+        dropped = 0
         for record in records:
             fields = record.description.split()
             if len(fields) < 2:
                 raise InputError(path, "header has no label field", f"record '{record.id}'")
             # PLUS localization labels carry a suffix after '-'; the authors kept the part before
-            # it, so the one two-location label 'Cytoplasm-Nucleus' counts as Cytoplasm.
-            label = fields[1].split(separator, 1)[0] if separator else fields[1]
+            # the first, so the one two-location label 'Cytoplasm-Nucleus' counts as Cytoplasm.
+            # DeepLoc's labels end in -M, -S or -U (membrane-bound, soluble, unknown): cut at the
+            # last '-', 'Cytoplasm-Nucleus' stays whole, for drop_labels to leave out.
+            if task.get("label_before"):
+                label = fields[1].split(task["label_before"], 1)[0]
+            elif task.get("label_before_last"):
+                label = fields[1].rsplit(task["label_before_last"], 1)[0]
+            else:
+                label = fields[1]
+            if label in drop:
+                dropped += 1
+                continue
+            record_split = split
+            if marker:
+                if len(fields) > 2 and fields[2] != marker:
+                    raise InputError(path, f"third header field '{fields[2]}' is not the test marker '{marker}'",
+                                     f"record '{record.id}'")
+                record_split = "test" if len(fields) > 2 else "train"
             sequence = str(record.seq).upper()
             if keep and len(sequence) > 2 * keep:
                 sequence = sequence[:keep] + sequence[-keep:]
-            examples.append({"id": record.id, "split": split, "symbols": list(sequence), "label": label,
+            examples.append({"id": record.id, "split": record_split, "symbols": list(sequence), "label": label,
                              "file": path})
-    if task.get("file"):
+        if dropped:
+            log.info("%s: %d records with a label in %s left out", path, dropped, sorted(drop))
+    if marker:
+        path, train = files[0][0], [ex for ex in examples if ex["split"] == "train"]
+        if len(train) == len(examples):
+            raise InputError(path, f"no header has the test marker '{marker}' as its third field")
+        if task["dev_size"] > len(train):
+            raise InputError(path, f"dev_size {task['dev_size']} is more than the {len(train)} records outside "
+                                   f"the test split")
+        for i in random.Random(task["seed"]).sample(range(len(train)), task["dev_size"]):
+            train[i]["split"] = "dev"
+    elif task.get("file"):
         for ex, split in zip(examples, _random_splits(len(examples), task["split_fractions"], task["seed"])):
             ex["split"] = split
     return examples
