@@ -2,16 +2,20 @@
 layouts in, one token file out; bad input names the file and the record and leaves no output."""
 
 import json
+import tarfile
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossdisc import preprocess, tokens
+from crossdisc import preprocess, sources, tokens
 from crossdisc.errors import InputError
 from test_preprocess import write_midi
 
+# Small files in the real layouts, each carrying the quirks of the real file (tests/data/README.md).
+DATA = Path(__file__).parent / "data"
 GLUE = {"reader": "glue", "kind": "classification", "max_length": 128, "format": "parquet",
         "dev_fraction": 0.0, "seed": 100}
 
@@ -216,6 +220,111 @@ def test_a_bad_user_fasta_file_is_rejected(tmp_path, content, message):
     assert not out.exists()
 
 
+DEEPLOC_TASK = {"reader": "fasta", "file": "deeploc_data.fasta", "kind": "classification", "alphabet": PROTEIN,
+                "labels": LOCALIZATION, "label_before_last": "-", "drop_labels": ["Cytoplasm-Nucleus"],
+                "test_marker": "test", "dev_size": 2, "keep_ends": 500, "max_length": 512, "add_special_tokens": True,
+                "split_fractions": [0.9, 0.05], "seed": 100}
+
+
+def test_deeploc_splits_by_its_test_field_and_leaves_out_two_location_proteins(tmp_path, caplog):
+    task = dict(DEEPLOC_TASK, split_sizes={"train": 5, "dev": 2, "test": 4})
+    with caplog.at_level("INFO", logger="crossdisc.preprocess"):
+        preprocess.preprocess("loc", task, DATA / "deeploc", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert "deeploc_data.fasta: 3 records with a label in ['Cytoplasm-Nucleus'] left out" in caplog.text
+    assert not {"P63033", "Q9Y2K1", "O95479"} & set(frame.index)  # Cytoplasm-Nucleus, in train and test
+    assert set(frame.index[frame["split"] == "test"]) == {"Q9H400", "O14625", "Q6NUK4", "P12270"}
+    assert set(frame.index[frame["split"] == "dev"]) == {"P22462-2", "P35613"}  # drawn with seed 100
+    assert frame["label"].to_dict() == {"Q9H400": 0, "Q5I0E9": 1, "P22462-2": 7, "Q8N4C9": 5, "O14625": 3,
+                                        "P35613": 2, "P51580": 4, "Q6NUK4": 6, "P49748": 8, "Q3E7K4": 9,
+                                        "P12270": 7}
+    assert len(frame.loc["P22462-2", "input_ids"]) == 512  # 1,100 residues: first 500 + last 500, then cut
+
+
+def test_deeploc_two_location_label_is_not_cut_to_cytoplasm(tmp_path):
+    task = dict(DEEPLOC_TASK, labels=None, drop_labels=[])
+    preprocess.preprocess("loc", task, DATA / "deeploc", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert meta["label_names"][frame.loc["Q9Y2K1", "label"]] == "Cytoplasm-Nucleus"
+    assert meta["label_names"][frame.loc["Q5I0E9", "label"]] == "Cytoplasm"
+
+
+@pytest.mark.parametrize("content, change, message", [
+    (">a Nucleus-S test\nMKV\n>b Plastid-S\nMKV\n", {"dev_size": 2},
+     "dev_size 2 is more than the 1 records outside the test split"),
+    (">a Nucleus-S\nMKV\n>b Plastid-S\nMKV\n", {}, "no header has the test marker 'test' as its third field"),
+    (">a Nucleus-S test\nMKV\n>b Plastid-S new_test_set\nMKV\n", {},
+     "record 'b': third header field 'new_test_set' is not the test marker 'test'"),
+])
+def test_a_bad_deeploc_file_is_rejected_naming_it(tmp_path, content, change, message):
+    (tmp_path / "deeploc_data.fasta").write_text(content)
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=f"deeploc_data.fasta: {message}"):
+        preprocess.preprocess("loc", {**DEEPLOC_TASK, "dev_size": 0, **change}, tmp_path, out)
+    assert not out.exists()
+
+
+TAPE_TASK = {"reader": "tape-json", "kind": "regression", "alphabet": PROTEIN, "add_special_tokens": True}
+FLUORESCENCE = dict(TAPE_TASK, directory="fluorescence", prefix="fluorescence", label_field="log_fluorescence",
+                    max_length=256)
+STABILITY = dict(TAPE_TASK, directory="stability", prefix="stability", label_field="stability_score", max_length=50)
+
+
+def test_tape_archive_unpacks_into_its_task_folder_and_labels_come_out_of_one_element_lists(tmp_path):
+    # packed as TAPE's data_raw_pytorch/fluorescence.tar.gz: a top-level fluorescence/ folder
+    with tarfile.open(tmp_path / "fluorescence.tar.gz", "w:gz") as archive:
+        archive.add(DATA / "tape" / "fluorescence", arcname="fluorescence")
+    spec = {"type": "url", "extract": True, "files": [{"url": (tmp_path / "fluorescence.tar.gz").as_uri()}]}
+    sources.build_source(spec, tmp_path / "raw")
+    task = dict(FLUORESCENCE, split_sizes={"train": 6, "dev": 2, "test": 3})
+    preprocess.preprocess("fluorescence", task, tmp_path / "raw", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    records = json.loads((DATA / "tape" / "fluorescence" / "fluorescence_valid.json").read_text())
+    assert frame.loc["fluorescence_valid:1", "label"] == pytest.approx(records[1]["log_fluorescence"][0])
+    assert frame.loc["fluorescence_valid:1", "split"] == "dev"  # TAPE's valid is the dev split
+    assert meta["kind"] == "regression" and meta["label_names"] is None
+    assert set(frame["input_ids"].map(len)) == {239}  # the 237 residues of GFP within [CLS] x [SEP]
+
+
+def test_tape_stability_is_read_from_its_folder_with_its_own_label_field(tmp_path):
+    preprocess.preprocess("stability", STABILITY, DATA / "tape", tmp_path / "t.parquet")
+    frame, _ = read(tmp_path / "t.parquet")
+    records = json.loads((DATA / "tape" / "stability" / "stability_train.json").read_text())
+    labels = frame.loc[[f"stability_train:{i}" for i in range(len(records))], "label"]
+    assert labels.tolist() == pytest.approx([r["stability_score"][0] for r in records])
+    assert frame["split"].value_counts().to_dict() == {"train": 5, "dev": 2, "test": 2}
+
+
+def test_split_sizes_other_than_configured_stop_preprocessing(tmp_path):
+    task = dict(STABILITY, split_sizes={"train": 53614, "dev": 2512, "test": 12851})
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=r"task 'stability': split sizes \{'train': 5, 'dev': 2, 'test': 2\} differ "
+                                         r"from the configured split_sizes") as err:
+        preprocess.preprocess("stability", task, DATA / "tape", out)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"primary": "MKV", "log_fluorescence": [3.1, 2.0]}, r"'log_fluorescence' is \[3.1, 2.0\], not a one-element list"),
+    ({"primary": "MKV", "log_fluorescence": 3.1}, "'log_fluorescence' is 3.1, not a one-element list"),
+    ({"primary": "MKV"}, r"missing field\(s\) \['log_fluorescence'\]"),
+    ({"primary": "MKV", "log_fluorescence": ["3.1"]}, "'log_fluorescence' holds '3.1', not a number"),
+    ({"primary": "MKV", "log_fluorescence": [None]}, "'log_fluorescence' holds None, not a number"),
+    ({"primary": "MKJ", "log_fluorescence": [3.1]}, "symbol 'J' is not in the task alphabet"),
+    ({"primary": "MKV", "log_fluorescence": [float("nan")]}, "label 'nan' is not a finite number"),
+])
+def test_a_bad_tape_record_is_rejected_naming_file_and_record(tmp_path, record, message):
+    (tmp_path / "fluorescence").mkdir()
+    good = {"primary": "MKV", "log_fluorescence": [1.5]}
+    for suffix in ("train", "valid", "test"):
+        rows = [good, record] if suffix == "train" else [good]
+        (tmp_path / "fluorescence" / f"fluorescence_{suffix}.json").write_text(json.dumps(rows))
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=f"fluorescence_train.json: record 1: {message}"):
+        preprocess.preprocess("fluorescence", FLUORESCENCE, tmp_path, out)
+    assert not out.exists()
+
+
 SPLICE_TASK = {"reader": "uci-splice", "file": "splice.data", "kind": "classification", "max_length": 62,
                "add_special_tokens": True, "split_fractions": [0.9, 0.05], "seed": 100}
 
@@ -232,6 +341,43 @@ def test_uci_splice_keeps_ambiguity_codes_and_splits_90_5_5(tmp_path):
     assert frame["split"].value_counts().to_dict() == {"train": 18, "dev": 1, "test": 1}
 
 
+def test_uci_splice_keeps_repeated_names_and_their_positions_in_the_split(tmp_path, caplog):
+    rows = [f"{['EI', 'IE', 'N'][i % 3]},  NAME-{i},  {'ACGT' * 15}\n" for i in range(20)]
+    rows[6] = rows[4]  # an exact duplicate record, as UCI's file has 12
+    rows[9] = rows[2].replace("ACGT,", "TTTT,").replace("ACGT\n", "TTTT\n")  # the name again, other bases
+    (tmp_path / "splice.data").write_text("".join(rows))
+    with caplog.at_level("INFO", logger="crossdisc.preprocess"):
+        preprocess.preprocess("splice", SPLICE_TASK, tmp_path, tmp_path / "t.parquet")
+    frame, _ = read(tmp_path / "t.parquet")
+    assert len(frame) == 20 and {"NAME-4", "NAME-4:7", "NAME-2", "NAME-2:10"} <= set(frame.index)
+    assert "2 instance names occur more than once, 1 of them only as exact duplicate records" in caplog.text
+    assert caplog.records[-1].levelname == "WARNING"  # one repeated name is not a duplicate record
+    # the split follows the line, as the authors' shuffle of all records: renaming changes nothing
+    unique = [row.replace(",  NAME-", ",  OTHER-") if i in (6, 9) else row for i, row in enumerate(rows)]
+    (tmp_path / "splice.data").write_text("".join(unique))
+    preprocess.preprocess("splice", SPLICE_TASK, tmp_path, tmp_path / "u.parquet")
+    other, _ = tokens.read_token_file(tmp_path / "u.parquet")
+    assert frame["split"].tolist() == other["split"].tolist()
+
+
+def test_uci_splice_lines_as_the_real_file_has_them(tmp_path, caplog):
+    """Lines of UCI's splice.data (= Hilbert-CNN's splice.txt): space-padded fields, repeated
+    names as exact duplicate records, ambiguity codes; every record is kept."""
+    with caplog.at_level("INFO", logger="crossdisc.preprocess"):
+        preprocess.preprocess("splice", dict(SPLICE_TASK, file="splice.txt"), DATA / "splice", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert len(frame) == 25 and frame["label"].value_counts().to_dict() == {0: 16, 1: 5, 2: 4}
+    assert {"HUMALBGC-DONOR-17044", "HUMALBGC-DONOR-17044:7", "HUMMYLCA-DONOR-644:15",
+            "HUMALBGC-ACCEPTOR-18496:18"} <= set(frame.index)
+    assert "4 instance names occur more than once, 4 of them only as exact duplicate records" in caplog.text
+    assert caplog.records[-1].levelname == "INFO"
+    assert set(frame["input_ids"].map(len)) == {62}  # 60 bases within [CLS] x [SEP]
+    symbols = {meta["symbols"][i] for ids in frame["input_ids"] for i in ids}
+    assert {"N", "D", "R", "S"} <= symbols
+    assert meta["symbols"][frame.loc["HUMMHB27B-ACCEPTOR-1202", "input_ids"][1]] == "D"
+    assert frame["split"].value_counts().to_dict() == {"train": 22, "dev": 1, "test": 2}
+
+
 @pytest.mark.parametrize("line, message", [("XX, NAME-2, ACGT", "unknown class 'XX'"),
                                            ("EI, NAME-2", "2 fields, expected 3"),
                                            ("EI, NAME-2, ACGTQ", "symbol 'Q' is not in the task alphabet")])
@@ -241,6 +387,19 @@ def test_bad_uci_splice_rows_are_rejected_naming_the_line(tmp_path, line, messag
     with pytest.raises(InputError, match=f"splice.data: line 2: {message}"):
         preprocess.preprocess("splice", SPLICE_TASK, tmp_path, out)
     assert not out.exists()
+
+
+HISTONE_TASK = {"reader": "hilbert-cnn", "file": "H3.txt", "kind": "classification", "alphabet": "ACGT",
+                "max_length": 502, "add_special_tokens": True, "split_fractions": [0.9, 0.05], "seed": 100}
+
+
+def test_hilbert_cnn_ids_lose_the_fasta_mark_and_trailing_space(tmp_path):
+    preprocess.preprocess("h3", HISTONE_TASK, DATA / "hilbert-cnn", tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert list(frame.index) == [f"H3_{i:04d}" for i in range(1, 21)]  # not '>H3_0001 '
+    assert set(frame["input_ids"].map(len)) == {502}  # 500 bases within [CLS] x [SEP]
+    assert sorted(meta["label_names"]) == ["0", "1"]
+    assert frame["split"].value_counts().to_dict() == {"train": 18, "dev": 1, "test": 1}
 
 
 MAESTRO_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 4, "max_length": 4,

@@ -12,9 +12,10 @@ import functools
 import io
 import itertools
 import json
+import logging
 import math
 import random
-from collections import namedtuple
+from collections import defaultdict, namedtuple
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -25,7 +26,11 @@ from . import corpus, tokens
 from .errors import InputError
 from .models import load_tokenizer
 
+log = logging.getLogger(__name__)
+
 MIDI_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
+# TAPE's file suffixes (`<task>_<suffix>.json`) and our split names.
+TAPE_SPLITS = {"train": "train", "valid": "dev", "test": "test"}
 TEXT_READERS = {"sentence-order", "glue", "text-table"}
 # Symbols of the readers of known data sets, unless a task names its own: MIDI pitches 0..127;
 # the UCI splice bases with the ambiguity codes N, D, R, S as symbols of their own.
@@ -139,6 +144,20 @@ def _parquet_rows(folder, pattern, columns):
     return rows
 
 
+def _json_records(path, layout):
+    """The records of a JSON file holding a list of objects; `layout` names it in errors."""
+    try:
+        records = json.loads(_read_text(path))
+    except ValueError as err:
+        raise InputError(path, f"not valid JSON ({err})") from None
+    if not isinstance(records, list):
+        raise InputError(path, f"not a list of records ({layout})")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InputError(path, f"not a record but {type(record).__name__} ({layout})", f"record {i}")
+    return records
+
+
 def _text_fields(texts):
     """The text of an example, or a pair: tokenised as [CLS] a [SEP] b [SEP]."""
     return {"text": texts[0], "text_pair": texts[1]} if len(texts) == 2 else {"text": texts[0]}
@@ -229,12 +248,7 @@ def _metadata_rows(path, columns):
     (maestro-v1.0.0.json), a list of records with the same columns."""
     if path.suffix != ".json":
         return [(f"line {line}", row) for line, row in _read_table(path, ",", columns)]
-    try:
-        records = json.loads(_read_text(path))
-    except ValueError as err:
-        raise InputError(path, f"not valid JSON ({err})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise InputError(path, "not a list of records (the MAESTRO v1 layout)")
+    records = _json_records(path, "the MAESTRO v1 layout")
     for i, record in enumerate(records):
         missing = [c for c in columns if c not in record]
         if missing:
@@ -296,33 +310,83 @@ def midi_examples(raw_dir, task):
 
 def hilbert_cnn_examples(raw_dir, task):
     """Hilbert-CNN layout: three lines per record (id, sequence, label); split 90/5/5 with a
-    fixed seed as the authors did."""
+    fixed seed as the authors did. The real files' id lines are `>ID`, some with a trailing space:
+    the id is what follows the '>', stripped."""
     path = Path(raw_dir) / task["file"]
     lines = _read_text(path).splitlines()
     if len(lines) % 3:
         raise InputError(path, f"{len(lines)} lines is not a whole number of 3-line records")
     records = [lines[i:i + 3] for i in range(0, len(lines), 3)]
     splits = _random_splits(len(records), task["split_fractions"], task["seed"])
-    return [{"id": name.strip(), "split": split, "symbols": list(seq.strip().upper()), "label": label.strip(),
-             "line": 3 * i + 1} for i, ((name, seq, label), split) in enumerate(zip(records, splits))]
+    return [{"id": name.removeprefix(">").strip(), "split": split, "symbols": list(seq.strip().upper()),
+             "label": label.strip(), "file": path, "line": 3 * i + 1}
+            for i, ((name, seq, label), split) in enumerate(zip(records, splits))]
 
 
 def uci_splice_examples(raw_dir, task):
-    """UCI splice-junction layout (`splice.data`): lines `CLASS, NAME, SEQUENCE` (60 bp); split
-    90/5/5 with a fixed seed as the authors did."""
+    """UCI splice-junction layout (`splice.data`, or Hilbert-CNN's byte-identical `splice.txt`):
+    lines `CLASS, NAME, SEQUENCE` (60 bp); split 90/5/5 with a fixed seed as the authors did.
+    Every record is kept, as the authors kept them: the real file repeats 12 instance names, each
+    as an exact duplicate record. The first record of a name has the name as its id, a later one
+    `NAME:<line>`, and the job log says how many names repeat."""
     path = Path(raw_dir) / task["file"]
     rows = _read_table(path, ",", [], header=["class", "name", "sequence"])
     splits = _random_splits(len(rows), task["split_fractions"], task["seed"])
-    return [{"id": row["name"].strip(), "split": split, "symbols": list(row["sequence"].strip().upper()),
-             "label": row["class"].strip(), "file": path, "line": line}
-            for (line, row), split in zip(rows, splits)]
+    examples, records = [], defaultdict(list)
+    for (line, row), split in zip(rows, splits):
+        name = row["name"].strip()
+        # Only later occurrences are renamed, so a file without repeated names (and every name
+        # that occurs once) keeps the instance names as ids; the line number makes the id unique
+        # and says where the record is.
+        examples.append({"id": f"{name}:{line}" if name in records else name, "split": split,
+                         "symbols": list(row["sequence"].strip().upper()), "label": row["class"].strip(),
+                         "file": path, "line": line})
+        records[name].append(tuple(row.values()))
+    repeated = [recs for recs in records.values() if len(recs) > 1]
+    if repeated:
+        exact = sum(len(set(recs)) == 1 for recs in repeated)
+        log.log(logging.INFO if exact == len(repeated) else logging.WARNING,
+                "%s: %d instance names occur more than once, %d of them only as exact duplicate records; "
+                "all %d records kept, a later occurrence with the id NAME:<line>", path, len(repeated), exact,
+                len(rows))
+    return examples
+
+
+def tape_json_examples(raw_dir, task):
+    """TAPE's raw JSON release (`data_raw_pytorch/<task>.tar.gz`, extracted into `directory`):
+    `<prefix>_{train,valid,test}.json`, each a list of records with the sequence in `primary` and
+    the label in `label_field` as a one-element list (`log_fluorescence`, `stability_score`), as
+    TAPE's own datasets read `item[field][0]`. valid is the dev split. Ids are `<file>:<record>`
+    (e.g. `fluorescence_valid:17`), unique across the three files whatever TAPE's `id` fields hold."""
+    folder, field = Path(raw_dir) / task.get("directory", ""), task["label_field"]
+    examples = []
+    for suffix, split in TAPE_SPLITS.items():
+        path = folder / f"{task['prefix']}_{suffix}.json"
+        for i, record in enumerate(_json_records(path, "TAPE's JSON layout")):
+            missing = [key for key in ("primary", field) if key not in record]
+            if missing:
+                raise InputError(path, f"missing field(s) {missing}", f"record {i}")
+            value = record[field]
+            if not isinstance(value, list) or len(value) != 1:
+                raise InputError(path, f"'{field}' is {value!r}, not a one-element list", f"record {i}")
+            if isinstance(value[0], bool) or not isinstance(value[0], (int, float)):
+                raise InputError(path, f"'{field}' holds {value[0]!r}, not a number", f"record {i}")
+            if not isinstance(record["primary"], str):
+                raise InputError(path, f"'primary' is {record['primary']!r}, not a sequence", f"record {i}")
+            examples.append({"id": f"{path.stem}:{i}", "split": split, "symbols": list(record["primary"].upper()),
+                             "label": value[0], "file": path, "record": i})
+    return examples
 
 
 def fasta_examples(raw_dir, task):
     """FASTA with header `>NAME LABEL`: PLUS's `<prefix>_{train,dev,test}.fa`, or one `file` split
-    at `split_fractions` with `seed`. `label_before` keeps the label up to a separator;
-    `keep_ends` cuts longer sequences to their first and last N residues before the max_length cut
-    (PLUS localization: 500, as the authors did)."""
+    at `split_fractions` with `seed`, or one `file` split by its headers (`test_marker`): DeepLoc
+    1.0's `deeploc_data.fasta` has the third field `test` on its test records; the others are
+    train, of which `dev_size`, drawn with `seed`, are dev. `label_before` keeps the label up to
+    the first separator (PLUS), `label_before_last` up to the last (DeepLoc); records whose label
+    is in `drop_labels` are left out, and the job log counts them. `keep_ends` cuts longer
+    sequences to their first and last N residues before the max_length cut (PLUS localization:
+    500, as the authors did)."""
     from Bio import SeqIO
 
     raw_dir = Path(raw_dir)
@@ -330,26 +394,54 @@ def fasta_examples(raw_dir, task):
         files = [(raw_dir / task["file"], None)]
     else:
         files = [(raw_dir / f"{task['prefix']}_{split}.fa", split) for split in tokens.SPLITS]
-    keep, separator = task.get("keep_ends"), task.get("label_before")
+    keep, marker, drop = task.get("keep_ends"), task.get("test_marker"), set(task.get("drop_labels", []))
     examples = []
     for path, split in files:
         try:
             records = list(SeqIO.parse(io.StringIO(_read_text(path)), "fasta"))
         except ValueError as err:  # Biopython's explanation starts with a one-line summary
             raise InputError(path, f"not a FASTA file ({str(err).splitlines()[0]})") from None
+        dropped = 0
         for record in records:
             fields = record.description.split()
             if len(fields) < 2:
                 raise InputError(path, "header has no label field", f"record '{record.id}'")
             # PLUS localization labels carry a suffix after '-'; the authors kept the part before
-            # it, so the one two-location label 'Cytoplasm-Nucleus' counts as Cytoplasm.
-            label = fields[1].split(separator, 1)[0] if separator else fields[1]
+            # the first, so the one two-location label 'Cytoplasm-Nucleus' counts as Cytoplasm.
+            # DeepLoc's labels end in -M, -S or -U (membrane-bound, soluble, unknown): cut at the
+            # last '-', 'Cytoplasm-Nucleus' stays whole, for drop_labels to leave out.
+            if task.get("label_before"):
+                label = fields[1].split(task["label_before"], 1)[0]
+            elif task.get("label_before_last"):
+                label = fields[1].rsplit(task["label_before_last"], 1)[0]
+            else:
+                label = fields[1]
+            if label in drop:
+                dropped += 1
+                continue
+            record_split = split
+            if marker:
+                if len(fields) > 2 and fields[2] != marker:
+                    raise InputError(path, f"third header field '{fields[2]}' is not the test marker '{marker}'",
+                                     f"record '{record.id}'")
+                record_split = "test" if len(fields) > 2 else "train"
             sequence = str(record.seq).upper()
             if keep and len(sequence) > 2 * keep:
                 sequence = sequence[:keep] + sequence[-keep:]
-            examples.append({"id": record.id, "split": split, "symbols": list(sequence), "label": label,
+            examples.append({"id": record.id, "split": record_split, "symbols": list(sequence), "label": label,
                              "file": path})
-    if task.get("file"):
+        if dropped:
+            log.info("%s: %d records with a label in %s left out", path, dropped, sorted(drop))
+    if marker:
+        path, train = files[0][0], [ex for ex in examples if ex["split"] == "train"]
+        if len(train) == len(examples):
+            raise InputError(path, f"no header has the test marker '{marker}' as its third field")
+        if task["dev_size"] > len(train):
+            raise InputError(path, f"dev_size {task['dev_size']} is more than the {len(train)} records outside "
+                                   f"the test split")
+        for i in random.Random(task["seed"]).sample(range(len(train)), task["dev_size"]):
+            train[i]["split"] = "dev"
+    elif task.get("file"):
         for ex, split in zip(examples, _random_splits(len(examples), task["split_fractions"], task["seed"])):
             ex["split"] = split
     return examples
@@ -363,12 +455,14 @@ READERS = {
     "hilbert-cnn": hilbert_cnn_examples,
     "uci-splice": uci_splice_examples,
     "fasta": fasta_examples,
+    "tape-json": tape_json_examples,
 }
 
 
 def _error(example, source, problem):
-    """An InputError naming the example's file (else the source) and its line, row or id."""
-    key = next((k for k in ("line", "row") if k in example), None)
+    """An InputError naming the example's file (else the source) and its line, row, record
+    number or id."""
+    key = next((k for k in ("line", "row", "record") if k in example), None)
     record = f"{key} {example[key]}" if key else f"record '{example['id']}'"
     return InputError(example.get("file", source), problem, record)
 
@@ -409,6 +503,11 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
         if ex["id"] in seen:
             raise _error(ex, raw_dir, "duplicate id")
         seen.add(ex["id"])
+    if task.get("split_sizes"):  # e.g. the paper's Table 4: the data are the ones it used
+        sizes = {split: sum(ex["split"] == split for ex in examples) for split in tokens.SPLITS}
+        if sizes != task["split_sizes"]:
+            raise InputError(raw_dir, f"task '{task_name}': split sizes {sizes} differ from the configured "
+                                      f"split_sizes {task['split_sizes']}")
     labels, label_names = _labels(examples, task, raw_dir)
     max_length = task["max_length"]
     meta = {"task": task_name, "kind": task["kind"], "label_names": label_names,
