@@ -10,7 +10,7 @@ min_version("9.0")
 # so a user's config is never merged with the default experiments.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -40,8 +40,11 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/aggregate.smk"
 
 
-# Seconds of tables and plots over every run: on a cluster it runs where Snakemake runs, unqueued.
+# On a cluster these run where Snakemake runs, unqueued: downloads, since compute nodes often have
+# no internet, and the seconds of tables and plots over every run.
 localrules:
+    download_source,
+    fetch_model,
     aggregate,
 
 

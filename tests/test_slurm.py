@@ -1,6 +1,8 @@
-"""The pipeline on a real single-node SLURM cluster through profiles/slurm: the tiny config of the
-workflow test runs to sane results, and training jobs that SLURM requeues (pre-emption) or cancels
-(Snakemake then retries them) resume from their saved state instead of from step 0.
+"""The pipeline on a real single-node SLURM cluster through profiles/slurm: the embedded default's
+DAG (corpus, most-frequent maps, the pre-training chain, every experiment) runs to sane results;
+training jobs that SLURM requeues (pre-emption) or cancels (Snakemake then retries them) resume from
+their saved state instead of from step 0; and every shipped config plans through every shipped
+profile.
 
 It installs Debian's SLURM packages and needs root, so it runs where CI=true (and fails there if
 SLURM cannot be brought up) or CROSSDISC_SLURM_TEST=1, and is skipped elsewhere. The SLURM plugin
@@ -19,7 +21,6 @@ import pytest
 import yaml
 
 from conftest import REPO
-from test_workflow import EXPERIMENTS, tiny_config
 
 pytestmark = [
     pytest.mark.slurm,
@@ -28,9 +29,13 @@ pytestmark = [
 ]
 
 CLUSTER = REPO / "tests/slurm/cluster.sh"
+CONFIGS = sorted(REPO.glob("config/**/*.yaml"))
+PROFILES = [None, "profiles/slurm"]  # None: profiles/default alone, which every run reads
 # Long enough to be caught mid-training, with a resumable save every 25 steps.
-RESUME = {"tasks": ["word-order"], "models": ["tiny"], "token_maps": ["shift-1000"], "seeds": [1, 2],
-          "training": {"max_steps": 300, "checkpoint_every": 25}}
+RESUME = {"tasks": ["word-order"], "models": ["small-bert@0"], "token_maps": ["shift-1000"], "seeds": [1, 2],
+          "training": {"max_steps": 600, "checkpoint_every": 25}}
+# The embedded default's pre-training checkpoints, moved to earlier steps for the test.
+SHORTER_PRETRAINING = {"small-bert@150": "small-bert@10", "small-bert@600": "small-bert@20"}
 RESUMED = re.compile(r"resumed from step (\d+) of (\d+)")
 
 
@@ -67,12 +72,35 @@ def snakemake_on_slurm(workdir, configfile, *args):
 
 
 def resume_run(seed):
-    return f"resume/word-order/tiny/pretrained/shift-1000/1.0/seed-{seed}"
+    return f"resume/word-order/small-bert@0/pretrained/shift-1000/1.0/seed-{seed}"
+
+
+def embedded_default(results):
+    """config/config.yaml with its DAG unchanged and less training: fine-tuning runs of 8 steps,
+    pre-training checkpoints at 10 and 20 steps; plus the runs that the test interrupts."""
+    text = (REPO / "config/config.yaml").read_text()
+    for long, short in SHORTER_PRETRAINING.items():
+        text = text.replace(long, short)
+    config = yaml.safe_load(text)
+    config["results"] = str(results)
+    config["pretrain"]["small-bert"]["steps"] = [0, 10, 20]
+    for block in [config, *config["tasks"].values(), *config["experiments"].values()]:
+        if "max_steps" in block.get("training", {}):
+            block["training"]["max_steps"] = 8
+    config["experiments"]["resume"] = RESUME
+    config["resources"] = {"train_mem_mb": 1000}  # a retry asks twice as much: both fit a small node
+    return config
+
+
+def n_runs(config):
+    sizes = [[len(e["tasks"]), len(e["models"]), len(e.get("inits", [1])), len(e["token_maps"]),
+              len(e.get("fractions", [1])), len(e.get("seeds", [1]))] for e in config["experiments"].values()]
+    return sum(a * b * c * d * f * g for a, b, c, d, f, g in sizes)
 
 
 def running_resume_jobs():
     """SLURM job of each running resume run, by seed: the plugin writes rule and wildcards into the
-    job comment, e.g. rule_finetune_wildcards_resume_word-order_tiny_pretrained_shift-1000_1.0_2."""
+    job comment, e.g. rule_finetune_wildcards_resume_word-order_small-bert@0_pretrained_shift-1000_1.0_2."""
     jobs = subprocess.run(["squeue", "-h", "-t", "running", "-o", "%i|%k"], capture_output=True, text=True,
                           check=True).stdout
     found = {}
@@ -105,21 +133,17 @@ def interrupt_resume_runs(workdir, process, deadline):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory, tiny_bert):
-    """The tiny config on SLURM, with two long training jobs interrupted on the way."""
+def slurm_run(cluster, tmp_path_factory):
+    """The embedded default on SLURM, with two long training jobs interrupted on the way."""
     workdir = tmp_path_factory.mktemp("slurm-workflow")
-    config = tiny_config(workdir / "results", tiny_bert)
-    config["experiments"] = {"shifted-text": EXPERIMENTS["shifted-text"], "steps": EXPERIMENTS["steps"],
-                             "resume": RESUME}
-    config["paper_rows"] = []
-    config["resources"] = {"train_mem_mb": 1000}  # a retry asks twice as much: both fit a small node
+    config = embedded_default(workdir / "results")
     configfile = workdir / "slurm.yaml"
     configfile.write_text(yaml.safe_dump(config))
     log = workdir / "snakemake.log"
     with log.open("w") as out:
         process = subprocess.Popen(snakemake_on_slurm(workdir, configfile), stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.time() + 400
+            deadline = time.time() + 900
             interrupted = interrupt_resume_runs(workdir, process, deadline)
             process.wait(timeout=max(1, deadline + 60 - time.time()))
         finally:
@@ -138,14 +162,17 @@ def resumed_step(workdir, seed):
     return step
 
 
-def test_every_run_finishes_on_slurm_with_sane_results(slurm_run):
-    workdir, _, output, _ = slurm_run
+def test_every_run_of_the_embedded_default_finishes_on_slurm_with_sane_results(slurm_run):
+    workdir, configfile, output, _ = slurm_run
     table = pd.read_csv(workdir / "results/tables/results.csv")
-    assert table["seeds"].sum() == 2 + 2 + 2
-    assert table["test_mean"].between(0, 100).all()
+    assert table["seeds"].sum() == n_runs(yaml.safe_load(configfile.read_text()))
+    assert table["test_mean"].between(-100, 100).all()
     assert (workdir / "results/figures/pretrain_steps.png").stat().st_size > 0
-    assert "Group job prepare" in output  # downloads, preprocessing and token maps went as one job
-    assert "localrule aggregate:" in output
+    # the corpus and its most-frequent token maps were built on the cluster
+    assert list((workdir / "results/token_maps/most-frequent").glob("*/minilm.parquet"))
+    assert "Group job prepare" in output  # preprocessing and token maps went as group jobs
+    for rule in ("download_source", "fetch_model", "aggregate"):  # local rules: not submitted
+        assert f"localrule {rule}:" in output
 
 
 def test_a_requeued_training_job_resumes_from_its_saved_state(slurm_run):
@@ -167,3 +194,15 @@ def test_nothing_is_left_to_do_afterwards(slurm_run):
     workdir, configfile, _, _ = slurm_run
     rerun = subprocess.run(snakemake_on_slurm(workdir, configfile, "--dry-run"), capture_output=True, text=True)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p or "default")
+@pytest.mark.parametrize("configfile", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_config_plans_through_every_shipped_profile(cluster, tmp_path, configfile, profile):
+    command = ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+               str(configfile), "--dry-run", "--quiet", "rules"]
+    if profile:
+        command += ["--profile", str(REPO / profile), "--slurm-status-command", "squeue"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "finetune" in result.stdout
