@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import torch
 
 from crossdisc.errors import InputError
 from crossdisc.models import MODEL_FILES, fetch_model
@@ -199,7 +200,7 @@ def served(tiny_bert):
     """A model repository: the tiny BERT's files, plus files fetch_model must not download."""
     files = {p.name: p.read_bytes() for p in tiny_bert.iterdir() if p.is_file()}
     assert "model.safetensors" in files and "config.json" in files and "vocab.txt" in files
-    files["pytorch_model.bin"] = b"\x80\x02 not a real pickle, and never to be fetched" * 64
+    files["pytorch_model.bin"] = b"\x80\x02 not a real pickle, and never fetched beside safetensors" * 64
     files["README.md"] = b"---\nlicense: apache-2.0\n---\n# tiny multibert stand-in\n"
     files[".gitattributes"] = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
     return files
@@ -249,13 +250,88 @@ def test_wrong_sha256_is_refused(hub, hub_env, served, tmp_path):
     assert not out.exists() and not list(out.parent.glob(".*.part"))
 
 
-def test_pickle_only_repository_is_refused(hub, hub_env, served, tmp_path):
-    hub.repos[REPO_ID] = {n: d for n, d in served.items() if n != "model.safetensors"}
-    out = tmp_path / "model"
-    with pytest.raises(InputError, match="no model.safetensors: only safetensors weights are loaded"):
-        fetch_model({"source": "hub", "id": REPO_ID}, out)
+@pytest.fixture(scope="module")
+def served_pickle_only(tiny_bert):
+    """A MultiBERTs-style repository: config, tokenizer and a `BertForPreTraining` state dict as
+    pytorch_model.bin (tied output embeddings, pooler and NSP head included), no safetensors."""
+    import io
 
-    assert "pytorch_model.bin" not in hub.requested_files()
+    from transformers import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.from_pretrained(tiny_bert))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    files = {p.name: p.read_bytes() for p in tiny_bert.iterdir() if p.is_file() and p.name != "model.safetensors"}
+    files["pytorch_model.bin"] = buffer.getvalue()
+    return files, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_pickle_only_repository_is_converted_to_safetensors_and_fine_tunes(
+        hub, hub_env, served_pickle_only, tmp_path, tokenizer):
+    from safetensors.torch import load_file
+
+    from conftest import dna_token_file
+    from crossdisc import finetune, token_maps, tokens
+    from crossdisc.models import build_classifier
+
+    files, state = served_pickle_only
+    hub.repos[REPO_ID] = files
+    out = tmp_path / "models" / "multiberts@20000"
+    fetch_model({"source": "hub", "id": REPO_ID}, out)  # sha256: the one the hub lists for the LFS file
+
+    assert "pytorch_model.bin" not in {p.name for p in out.iterdir()}
+    converted = load_file(out / "model.safetensors")
+    assert converted.keys() == state.keys()
+    assert all(torch.equal(converted[k], v) for k, v in state.items())
+    classifier = build_classifier(out, "pretrained", num_labels=2, seed=100)
+    assert torch.equal(classifier.bert.pooler.dense.weight, state["bert.pooler.dense.weight"])
+    assert torch.equal(classifier.bert.encoder.layer[0].output.dense.weight,
+                       state["bert.encoder.layer.0.output.dense.weight"])
+
+    token_file = dna_token_file(tmp_path / "dna.parquet")
+    meta = tokens.read_meta(token_file)
+    token_maps.write_table(tmp_path / "map.parquet", token_maps.build_table("random-real", meta, tokenizer, 100),
+                           meta, tokenizer)
+    summary = finetune.finetune(token_file, tmp_path / "map.parquet", out, "pretrained", tmp_path / "run",
+                                tmp_path / "state", {"lr": 1e-3, "batch_size": 8, "max_steps": 4})
+    assert 0 <= summary["test"] <= 1
+
+
+def test_pickled_weights_with_a_wrong_sha256_are_never_unpickled(hub, hub_env, served_pickle_only, tmp_path,
+                                                                monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load called on unchecked bytes")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    hub.repos[REPO_ID] = served_pickle_only[0]
+    out = tmp_path / "model"
+    with pytest.raises(InputError, match=f"sha256 mismatch: expected {'0' * 64}"):
+        fetch_model({"source": "hub", "id": REPO_ID, "sha256": "0" * 64}, out)
+    assert not out.exists() and not list(out.parent.glob(".*.part"))
+
+
+def test_a_pickle_holding_more_than_tensors_is_refused(hub, hub_env, served, tmp_path):
+    """weights_only unpickling builds tensors and containers only: a pickle that names any other
+    callable (here os.getcwd, harmless; a real attack would name os.system) is refused unrun."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.zeros(2), "hook": os.getcwd}, buffer)
+    files = {n: d for n, d in served.items() if n != "model.safetensors"}
+    files["pytorch_model.bin"] = buffer.getvalue()
+    hub.repos[REPO_ID] = files
+    out = tmp_path / "model"
+    with pytest.raises(InputError, match="pytorch_model.bin: not a plain tensor checkpoint, refused"):
+        fetch_model({"source": "hub", "id": REPO_ID}, out)
+    assert not out.exists()
+
+
+def test_a_repository_without_weights_is_refused(hub, hub_env, served, tmp_path):
+    hub.repos[REPO_ID] = {n: d for n, d in served.items() if n not in ("model.safetensors", "pytorch_model.bin")}
+    out = tmp_path / "model"
+    with pytest.raises(InputError, match="neither model.safetensors nor pytorch_model.bin in the repository"):
+        fetch_model({"source": "hub", "id": REPO_ID}, out)
     assert not out.exists()
 
 

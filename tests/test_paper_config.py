@@ -27,6 +27,8 @@ EXPECTED_RUNS = {
     "figure3-text": 5 * 3,  # 5 checkpoints x QQP, QNLI, STS-B
     "figure3-protein": 5 * 3,  # 5 checkpoints x 3 protein tasks
     "figure4-dna-music": 5 * 5,  # 5 checkpoints x 4 DNA tasks + composer
+    "figure3-multiberts-text": 5 * 3,  # MultiBERTs seed 0's 5 checkpoints x QQP, QNLI, STS-B
+    "figure3-multiberts-protein": 5 * 5 * 3,  # 5 seeds x 5 checkpoints x 3 protein tasks
 }
 WILDCARDS = re.compile(r"^rule finetune:\n(?:    .*\n)*?    wildcards: (.*)$", re.M)
 

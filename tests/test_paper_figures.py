@@ -61,16 +61,19 @@ def test_a_paper_figure_has_a_row_per_sub_figure_and_a_panel_per_task():
 
 def test_the_papers_figures_are_laid_out_as_printed():
     assert list(PAPER_FIGURES) == ["figure2", "appendix_figure3", "figure3", "appendix_figure1", "appendix_figure2",
-                                   "appendix_figure4"]
+                                   "appendix_figure4", "figure3_multiberts"]
     kinds = {name: (spec["kind"], spec.get("split", "test")) for name, spec in PAPER_FIGURES.items()}
     assert kinds == {"figure2": ("loss", "test"), "appendix_figure3": ("loss", "test"), "figure3": ("steps", "test"),
                      "appendix_figure1": ("steps", "dev"), "appendix_figure2": ("steps", "dev"),
-                     "appendix_figure4": ("steps", "test")}
+                     "appendix_figure4": ("steps", "test"), "figure3_multiberts": ("steps", "test")}
     for spec in PAPER_FIGURES.values():
-        if spec["kind"] == "steps":  # the checkpoints, and the official BERT as a reference line
+        if spec["kind"] == "steps":  # checkpoint series, then the official BERT as a reference line
             for row in spec["rows"]:
-                assert [("pretrain" in c, c.get("model")) for c in row["curves"]] == [(True, None),
-                                                                                      (False, "bert-base-uncased")]
+                *series, reference = row["curves"]
+                assert series and all("pretrain" in c and "model" not in c for c in series)
+                assert reference["model"] == "bert-base-uncased" and "pretrain" not in reference
+    multiberts = PAPER_FIGURES["figure3_multiberts"]["rows"]
+    assert [c.get("pretrain") for c in multiberts[1]["curves"]] == [f"multiberts-seed{n}" for n in range(5)] + [None]
 
 
 def svg_texts(path):

@@ -10,31 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import dna_token_file
 
 from crossdisc import finetune, pretrain, token_maps, tokens
 from crossdisc.models import build_classifier
-
-
-def dna_token_file(path, n=96, kind="classification", seed=0):
-    """A learnable task: label 1 iff the sequence holds more G than C."""
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(n):
-        seq = rng.integers(3, 7, size=20)
-        label = float(np.sum(seq == 5) - np.sum(seq == 4)) if kind == "regression" else int(np.sum(seq == 5) > np.sum(seq == 4))
-        split = "train" if i < n * 0.7 else "dev" if i < n * 0.85 else "test"
-        records.append({"id": f"r{i}", "split": split, "input_ids": [1, *seq.tolist(), 2], "group": f"r{i}", "label": label})
-    tokens.write_token_file(path, records, {"task": "dna", "kind": kind, "label_names": None if kind == "regression" else ["0", "1"],
-                                            "vocabulary": "native", "vocab_size": 7, "symbols": tokens.native_vocabulary("ACGT")})
-    return path
-
-
-@pytest.fixture
-def task_files(tmp_path, tokenizer):
-    token_file = dna_token_file(tmp_path / "dna.parquet")
-    table = token_maps.build_table("random-real", tokens.read_meta(token_file), tokenizer, seed=100)
-    token_maps.write_table(tmp_path / "map.parquet", table, tokens.read_meta(token_file), tokenizer)
-    return token_file, tmp_path / "map.parquet"
 
 
 HP = {"lr": 1e-3, "batch_size": 8, "max_steps": 24, "checkpoint_every": 4, "early_stopping": True, "eval_every": 8}

@@ -1,7 +1,9 @@
 """Models: materialise a model source into a local directory, and build it with a given init.
 
 A model directory holds safetensors weights, its config and its tokenizer. Loading never runs
-remote code and never reads pickled weights.
+remote code. A hub repository with pickled weights only (`pytorch_model.bin`, e.g. the MultiBERTs
+checkpoints) is converted once, at fetch time: the file is unpickled only after its sha256 matched,
+and then by `torch.load(weights_only=True)`, which builds tensors and refuses any other object.
 """
 
 import importlib
@@ -13,6 +15,7 @@ from .files import atomic_dir, sha256_of
 
 MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "spiece.model", "merges.txt", "vocab.json")
+PICKLED_WEIGHTS = "pytorch_model.bin"
 INITS = ("pretrained", "scratch", "re-emb", "scratch+pretrained-pos")
 
 
@@ -30,18 +33,72 @@ def _hub_dir(spec):
 LOCATORS = {"package": _package_dir, "hub": _hub_dir, "local": lambda spec: Path(spec["path"])}
 
 
+def _hub_pickled_weights(spec, snapshot):
+    """Download a hub repository's pytorch_model.bin (at the commit of `snapshot`) and return it with
+    the sha256 it must have: the config's, else the one the hub lists for the LFS file."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError
+
+    where = f"{spec['id']}@{snapshot.name}"
+    url = hf_hub_url(spec["id"], PICKLED_WEIGHTS, revision=snapshot.name)
+    try:
+        listed = (get_hf_file_metadata(url).etag or "").strip('"')
+    except EntryNotFoundError:
+        raise InputError(where, f"neither model.safetensors nor {PICKLED_WEIGHTS} in the repository") from None
+    expected = spec.get("sha256") or listed
+    if len(expected) != 64 or expected.strip("0123456789abcdef"):
+        raise InputError(where, f"{PICKLED_WEIGHTS} has no sha256 on the hub: give `sha256` in the config")
+    path = Path(hf_hub_download(spec["id"], PICKLED_WEIGHTS, revision=snapshot.name))
+    return path, expected
+
+
+def _check_sha256(path, expected):
+    if expected and (actual := sha256_of(path)) != expected:
+        raise InputError(path, f"sha256 mismatch: expected {expected}, got {actual}")
+
+
+def _safetensors_from_pickle(pickled, sha256, out):
+    """Write the tensors of a checked pytorch_model.bin as safetensors (shared tensors, e.g. BERT's
+    tied output embeddings, stored once each as safetensors requires)."""
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    try:
+        state = torch.load(pickled, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        raise InputError(pickled, f"not a plain tensor checkpoint, refused: {str(err).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(pickled, "not a state dict of tensors, refused")
+    seen, tensors = set(), {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        tensors[name] = tensor.clone().contiguous() if key in seen else tensor.contiguous()
+        seen.add(key)
+    save_file(tensors, out, metadata={"format": "pt", "converted_from": PICKLED_WEIGHTS, "sha256": sha256})
+
+
 def fetch_model(spec, out_dir):
-    """Copy a model's weights, config and tokenizer into out_dir, verifying the weights' sha256."""
+    """Copy a model's weights, config and tokenizer into out_dir, verifying the weights' sha256
+    (`sha256`: of model.safetensors, or of pytorch_model.bin for a hub repository without one)."""
     source = LOCATORS[spec["source"]](spec)
     weights = source / "model.safetensors"
-    if not weights.is_file():
+    pickled = None
+    if weights.is_file():
+        _check_sha256(weights, spec.get("sha256"))
+    elif spec["source"] == "hub":
+        pickled, expected = _hub_pickled_weights(spec, source)
+        _check_sha256(pickled, expected)  # before a single byte of it is unpickled
+    else:
         raise InputError(source, "no model.safetensors: only safetensors weights are loaded")
-    if spec.get("sha256") and sha256_of(weights) != spec["sha256"]:
-        raise InputError(weights, f"sha256 mismatch: expected {spec['sha256']}, got {sha256_of(weights)}")
     with atomic_dir(out_dir) as tmp:
         for name in MODEL_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
+        if pickled:
+            _safetensors_from_pickle(pickled, expected, tmp / "model.safetensors")
+            print(f"converted {PICKLED_WEIGHTS} (sha256 {expected}) to model.safetensors")
 
 
 def load_tokenizer(model_dir):
