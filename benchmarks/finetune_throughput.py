@@ -10,7 +10,7 @@ as in MRPC/RTE) and fixed-length (128 symbols per example, as music segments). P
 examples per second of each, its peak GPU memory on a GPU, and the test accuracy after the same
 steps; the last line is the ratio of (c) to (a) on the GLUE-like data. On a GPU every contender runs
 under bf16 autocast (the Trainer with bf16=True). (c) runs with the engine's defaults (on a GPU,
-CUDA graphs recorded per batch shape); --compile adds (d), our engine under torch.compile.
+CUDA graphs recorded per batch shape).
 
     python benchmarks/finetune_throughput.py [--model DIR] [--steps 30] [--batch-size 32] [--device cuda]
 """
@@ -63,10 +63,9 @@ def write_task(path, ids, types, labels, vocab_size):
                                             "vocabulary": "text", "vocab_size": vocab_size})
 
 
-def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir, device, compile=False):
+def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir, device):
     summary = finetune.finetune(token_file, map_file, model_dir, "pretrained", workdir / "engine", workdir / "state",
-                                {"lr": 1e-4, "batch_size": batch_size, "max_steps": steps, "checkpoint_every": 10**9,
-                                 "compile": compile},
+                                {"lr": 1e-4, "batch_size": batch_size, "max_steps": steps, "checkpoint_every": 10**9},
                                 seed=seed, device=device)
     return summary["examples_per_second"], summary["test"]
 
@@ -152,7 +151,6 @@ def main():
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", action="store_true", help="also time our engine under torch.compile")
     args = parser.parse_args()
     args.model = args.model or default_model()
     tokenizer = load_tokenizer(args.model)
@@ -176,9 +174,6 @@ def main():
                 "(b) Trainer, dynamic padding + group_by_length": partial(run_trainer, args.model, token_file, *common, best=True),
                 "(c) crossdisc engine": partial(run_engine, args.model, token_file, map_file, *common),
             }
-            if args.compile:
-                contenders["(d) crossdisc engine, torch.compile"] = partial(
-                    run_engine, args.model, token_file, map_file, *common, compile=True)
             results = {label: measured(args.device, (args.model, args.batch_size), run) for label, run in contenders.items()}
             for label, (speed, accuracy, peak) in results.items():
                 memory = f"   peak GPU memory {peak:7.0f} MiB" if peak is not None else ""

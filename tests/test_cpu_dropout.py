@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from crossdisc import cpu_dropout
-from crossdisc.cpu_dropout import Dropout, hash_dropout, keep_mask, use_cpu_dropout
+from crossdisc.accel import cpu_dropout
+from crossdisc.accel.cpu_dropout import Dropout, hash_dropout, keep_mask, use_cpu_dropout
 
 
 @pytest.fixture(params=["kernel", "pytorch"])

@@ -7,8 +7,8 @@ import torch
 from transformers import AlbertConfig, BertConfig, ElectraConfig, RobertaConfig
 from transformers import AutoModelForSequenceClassification
 
-from crossdisc.cpu_dropout import use_cpu_dropout
-from crossdisc.first_position import first_position_last_layer
+from crossdisc.accel.cpu_dropout import use_cpu_dropout
+from crossdisc.accel.first_position import first_position_last_layer
 
 SIZES = {"vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
          "intermediate_size": 48, "max_position_embeddings": 64, "num_labels": 3}
@@ -83,3 +83,16 @@ def test_other_heads_and_attention_functions_are_left_alone():
     from transformers import AutoModelForTokenClassification  # reads every position
 
     assert not first_position_last_layer(AutoModelForTokenClassification.from_config(config))
+
+
+def test_under_an_untested_transformers_release_the_model_trains_whole(monkeypatch, capsys):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    from crossdisc.accel import first_position
+
+    assert first_position.tested_transformers("5.24.0") and not first_position.tested_transformers("5.25.0")
+    monkeypatch.setattr(first_position.transformers, "__version__", "6.0.0")
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    model = AutoModelForSequenceClassification.from_config(config)
+    assert not first_position_last_layer(model)
+    assert "transformers 6.0.0 is not among the tested releases" in capsys.readouterr().err

@@ -20,17 +20,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import metrics, token_maps, tokens
-from .cpu_dropout import use_cpu_dropout
-from .device import GraphedMicroBatches, StepLog, autocast_for, keep_freed_memory, pick_device
+from . import accel, metrics, token_maps, tokens
 from .files import atomic_path, write_text
-from .first_position import first_position_last_layer
 from .models import build_classifier
+from .training import StepLog, autocast_for, data_generator, load_state, pick_device, save_state, seed_step
 
 DEFAULTS = {
     "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
     "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": "accuracy",
-    "group_by_length": True, "stop_loss": None, "stop_window": 20, "compile": False, "cuda_graphs": True,
+    "group_by_length": True, "stop_loss": None, "stop_window": 20, "cuda_graphs": True,
 }
 MEGA_BATCH = 50  # batches whose examples are sorted by length together (as Hugging Face's LengthGroupedSampler)
 
@@ -96,7 +94,6 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     hp = {**DEFAULTS, **hparams}
     out_dir, state_path = Path(out_dir), Path(state_dir) / "state.pt"
     device = pick_device(device)
-    keep_freed_memory(device)
     autocast = autocast_for(device)
 
     # ---- data -----------------------------------------------------------------------------------
@@ -118,7 +115,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     def epoch_batches(epoch):
         """The batches of one epoch, from a generator seeded by (seed, epoch) alone, so a resumed
         run sees exactly the batches an uninterrupted one would."""
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        generator = data_generator(seed, epoch)
         order = torch.randperm(len(train), generator=generator).numpy()
         if hp["group_by_length"]:
             return length_grouped(order, lengths, hp["batch_size"], generator)
@@ -130,24 +127,14 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
 
     # ---- model and optimiser --------------------------------------------------------------------
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
-    model = use_cpu_dropout(build_classifier(model_dir, init, num_labels, seed).to(device).train())
-    first_position_last_layer(model)  # the head reads position 0: the last layer computes only that
-    # On a GPU every micro-batch shape is recorded once as a CUDA graph and replayed (or, compiled,
-    # torch.compile records them), which removes the per-kernel launch work that bounds a step of a
-    # BERT-sized model at batch 32. Widths are rounded so that few shapes exist: to 16, or to 32
-    # compiled (one symbolic compile for all). Compiling costs over a minute and, on an H100, gave
-    # no faster steps than the recorded eager graphs (BERT-base: 89.5 against 91.9 steps/s).
-    compiled = hp["compile"]
-    graphed = device.type == "cuda" and hp["cuda_graphs"] and not compiled
-    multiple = 1 if device.type != "cuda" else 32 if compiled else 16
-    forward = model  # state dicts stay those of `model`
-    if compiled:
-        forward = torch.compile(model, dynamic=True, mode="reduce-overhead" if device.type == "cuda" else None)
+    model = build_classifier(model_dir, init, num_labels, seed).to(device).train()
+    accel.prepare(model, device, classifier=True)  # speed only: trains as the plain model does
+    multiple = accel.batch_width_multiple(device, hp["cuda_graphs"])
 
     def train_micro_batch(batch, labels):
         """Forward, loss and backward of one micro-batch; returns its (undivided) loss."""
         with autocast():
-            logits = forward(**batch).logits.float()
+            logits = model(**batch).logits.float()
         if kind == "regression":
             loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
         else:
@@ -155,26 +142,22 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         (loss / hp["grad_accum"]).backward()
         return loss.detach()
 
-    if graphed:
-        train_micro_batch = GraphedMicroBatches(train_micro_batch, [p for p in model.parameters() if p.requires_grad])
+    run_micro_batch = accel.micro_batch_runner(train_micro_batch, model, device, hp["cuda_graphs"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
     step, curve, evaluations, best = 0, StepLog(), [], None
 
-    if state_path.exists():  # resume exactly where a killed run stopped
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if state := load_state(state_path):  # resume exactly where a killed run stopped
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, curve, evaluations, best = state["step"], StepLog(state["curve"]), state["evaluations"], state["best"]
         print(f"resumed from step {step} of {total_steps}", file=sys.stderr)
 
-    def save_state():
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(state_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "step": step,
-                        "curve": curve.read(), "evaluations": evaluations, "best": best}, tmp)
+    def training_state():
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step,
+                "curve": curve.read(), "evaluations": evaluations, "best": best}
 
     def converged(curve):
         """The paper's 1%-data setting trains "until the training loss converges": with stop_loss
@@ -188,19 +171,17 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     started, examples = time.time(), 0
     progress = tqdm(total=total_steps, initial=step, file=sys.stderr, mininterval=5, desc="fine-tune")
     while step < total_steps:
-        torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on (seed, step) only: resumable exactly
+        seed_step(seed, step)  # dropout depends on (seed, step) only: resumable exactly
         loss_sum = 0.0  # a device tensor after the first micro-batch, read in bulk by StepLog
         for m in range(step * hp["grad_accum"], (step + 1) * hp["grad_accum"]):
-            if compiled and device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs are no longer read
             rows = micro_batch(m)
             batch = collate(rows, table, device, multiple)
             labels = torch.tensor(rows["label"].to_numpy(), device=device)
-            loss_sum = loss_sum + train_micro_batch(batch, labels)
+            loss_sum = loss_sum + run_micro_batch(batch, labels)
             examples += len(rows)
         optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=not graphed)  # recorded graphs add into the same gradient tensors
+        optimizer.zero_grad(set_to_none=False)  # in place: recorded graphs add into the same tensors
         step += 1
         curve.add({"step": step, "epoch": step * hp["grad_accum"] / micro_per_epoch,
                    "loss": loss_sum / hp["grad_accum"], "lr": scheduler.get_last_lr()[0]})
@@ -218,7 +199,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         if done:
             break
         if step % hp["checkpoint_every"] == 0:
-            save_state()
+            save_state(state_path, training_state())
     progress.close()
     seconds = time.time() - started
 
@@ -248,8 +229,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         "train_seconds": round(seconds, 2),
         "examples_per_second": round(examples / seconds, 2) if seconds > 0 else None,
         "device": str(device),
-        "compiled": compiled,
-        "cuda_graphs": graphed and not train_micro_batch.eager,
+        "cuda_graphs": accel.replays_graphs(run_micro_batch),
         "hparams": hp,
         "seed": seed,
         "fraction": fraction,

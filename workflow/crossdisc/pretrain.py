@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import accel
 from .corpus import read_documents
-from .cpu_dropout import use_cpu_dropout
-from .device import StepLog, autocast_for, keep_freed_memory, pick_device
-from .files import atomic_dir, atomic_path
+from .files import atomic_dir
 from .models import load_tokenizer
+from .training import StepLog, autocast_for, data_generator, load_state, pick_device, save_state, seed_step
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
             "mask_probability": 0.15, "checkpoint_every": 500}
@@ -74,11 +74,10 @@ def mlm_loss(model, ids, tokenizer, probability, generator, device):
 
 
 def mlm_model(config, device):
-    """A BertForMaskedLM of `config` initialised from scratch on `device`, in training mode, with
-    the faster dropout on a CPU (cpu_dropout.py)."""
+    """A BertForMaskedLM of `config` initialised from scratch on `device`, in training mode."""
     from transformers import BertForMaskedLM
 
-    return use_cpu_dropout(BertForMaskedLM(config).to(device).train())
+    return accel.prepare(BertForMaskedLM(config).to(device).train(), device, classifier=False)
 
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
@@ -89,7 +88,6 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
 
     hp = {**DEFAULTS, **hparams}
     device = pick_device(device)
-    keep_freed_memory(device)
     autocast = autocast_for(device)
     tokenizer = load_tokenizer(tokenizer_dir)
 
@@ -109,8 +107,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
-        if candidate and candidate.exists():
-            state = torch.load(candidate, map_location="cpu", weights_only=True)
+        if (state := load_state(candidate)) is not None:
             if state["step"] <= step:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])  # moves the moments to the model's device
@@ -129,10 +126,9 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train")
     while at < step:
         epoch, position = divmod(at, per_epoch)
-        order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        order = torch.randperm(len(blocks), generator=data_generator(seed, epoch))
         batch = [blocks[i] for i in order[position * hp["batch_size"]:(position + 1) * hp["batch_size"]]]
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + at)  # masking reproducible per step
-        torch.manual_seed(seed * 1_000_003 + at)  # and dropout too, so a resumed chain is exact
+        generator = seed_step(seed, at)  # masking and dropout depend on (seed, step): a resumed chain is exact
         with autocast():
             loss = mlm_loss(model, pad_batch(batch, tokenizer.pad_token_id), tokenizer, hp["mask_probability"],
                             generator, device)
@@ -145,9 +141,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         if progress.update(1):  # tqdm refreshed the bar: show the latest loss read
             progress.set_postfix(loss=f"{curve.read()[-1]['loss']:.3f}", refresh=False)
         if state_path and at % hp["checkpoint_every"] == 0 and at < step:
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(state_path) as tmp:
-                torch.save(training_state(), tmp)
+            save_state(state_path, training_state())
     progress.close()
 
     with atomic_dir(out_dir) as tmp:

@@ -1,70 +1,8 @@
-"""Where training runs: the device picked at run time, bf16 autocast on GPUs that support it, a
-per-step loss log that does not make the CPU wait for the GPU every step, freed memory kept for
-reuse on a CPU, and micro-batches replayed as CUDA graphs on a GPU."""
+"""Training micro-batches recorded as CUDA graphs and replayed (on a GPU)."""
 
-import ctypes
 import sys
 
 import torch
-
-READ_EVERY = 32  # steps whose losses are read from the device at once
-
-
-def pick_device(requested="auto"):
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def keep_freed_memory(device):
-    """On a CPU, keep the memory that tensors free for reuse instead of handing it back to the kernel
-    (Linux with glibc; elsewhere, and on a GPU, nothing changes). A CPU training step frees and
-    allocates tensors of tens of MB; glibc serves those above 32 MB from fresh mappings and trims
-    the heap below, so every step pays page faults to zero the same memory again (50 ms of a MiniLM
-    step for the word embeddings' gradient alone). The process then keeps its peak memory until it
-    exits."""
-    if device.type != "cpu":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters, malloc.h
-    libc.mallopt(m_mmap_max, 0)  # no allocation gets its own mapping: all come from the heap
-    libc.mallopt(m_trim_threshold, 2**31 - 1)  # and the heap is never trimmed
-
-
-def autocast_for(device):
-    """A context factory: bf16 autocast on a GPU that supports it; a no-op on CPU, where runs stay
-    fp32 and exactly reproducible."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-class StepLog:
-    """The per-step training curve: a list of dicts with a "loss". A new step's loss may be a device
-    tensor; it is read in bulk every READ_EVERY steps or when `read()` is called, because reading it
-    at once (`.item()`) stalls the GPU's queue of work every step."""
-
-    def __init__(self, points=()):
-        self.points = list(points)
-        self.unread = []
-
-    def add(self, point):
-        self.points.append(point)
-        if torch.is_tensor(point["loss"]):
-            self.unread.append(point)
-            if len(self.unread) >= READ_EVERY:
-                self.read()
-
-    def read(self):
-        """Every point with its loss as a float (for saving, stopping rules and the outputs)."""
-        if self.unread:
-            values = torch.stack([p["loss"].detach().float() for p in self.unread]).tolist()
-            for point, value in zip(self.unread, values):
-                point["loss"] = value
-            self.unread.clear()
-        return self.points
 
 
 class GraphedMicroBatches:
@@ -84,6 +22,11 @@ class GraphedMicroBatches:
         self.run, self.parameters, self.graphs = run, list(parameters), {}
         self.pool = torch.cuda.graph_pool_handle()  # graphs never run at once: they share one memory pool
         self.eager = False
+
+    @property
+    def active(self):
+        """Whether steps are replayed graphs (False once a shape could not be recorded)."""
+        return not self.eager
 
     def __call__(self, batch, labels):
         if self.eager:

@@ -8,12 +8,18 @@ just that, so the encoder's output is (batch, 1, hidden) and the logits and grad
 model's (tests/test_first_position.py). An L-layer model does about 1/L less matrix work per step
 (1/6 on MiniLM-L6, 1/12 on BERT-base), in training and in evaluation alike.
 
-Only the layer layouts written below are changed (BERT, RoBERTa, ELECTRA and their copies; ALBERT);
-any other model is left as it is.
+Only the layer layouts written below are changed (BERT, RoBERTa, ELECTRA and their copies; ALBERT),
+and only under the transformers releases they were tested with (TESTED_TRANSFORMERS): the ALBERT
+path re-implements its encoder's forward over transformers internals. Any other model, or another
+release, is left as it is (with one line on stderr).
 """
 
 import sys
 
+import transformers
+
+# transformers releases (major, minor) whose layer internals the code below was tested against.
+TESTED_TRANSFORMERS = ((5, 20), (5, 24))
 # Heads that read only position 0 of the encoder's output.
 FIRST_POSITION_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
                         "XLMRobertaForSequenceClassification", "CamembertForSequenceClassification",
@@ -84,11 +90,20 @@ def _albert_encoder(encoder):
     return forward
 
 
+def tested_transformers(version=None):
+    release = tuple(int(part) for part in (version or transformers.__version__).split(".")[:2])
+    return TESTED_TRANSFORMERS[0] <= release <= TESTED_TRANSFORMERS[1]
+
+
 def first_position_last_layer(model):
     """Make `model`'s last encoder layer compute position 0 only, in place (its weights and state
     dict are unchanged). Returns whether it did: True for the heads and layouts above."""
     config, encoder = model.config, getattr(model.base_model, "encoder", None)
     if type(model).__name__ not in FIRST_POSITION_HEADS or config._attn_implementation not in ROW_MASKED:
+        return False
+    if not tested_transformers():
+        print(f"crossdisc: the [CLS]-only last layer is off: transformers {transformers.__version__} is not "
+              f"among the tested releases {TESTED_TRANSFORMERS[0]}..{TESTED_TRANSFORMERS[1]}", file=sys.stderr)
         return False
     if getattr(config, "is_decoder", False) or getattr(config, "chunk_size_feed_forward", 0):
         return False

@@ -1,0 +1,73 @@
+"""What fine-tuning and pre-training share: the device picked at run time, bf16 autocast on GPUs
+that support it, the seeds that make a run reproducible and resumable exactly, the resumable state
+file, and a per-step loss log that does not make the CPU wait for the GPU every step."""
+
+import torch
+
+from .files import atomic_path
+
+READ_EVERY = 32  # steps whose losses are read from the device at once
+
+
+def pick_device(requested="auto"):
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast_for(device):
+    """A context factory: bf16 autocast on a GPU that supports it; a no-op on CPU, where runs stay
+    fp32 and exactly reproducible."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def data_generator(seed, epoch):
+    """The generator of an epoch's example order: seeded by (seed, epoch) alone, so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def seed_step(seed, step):
+    """Seed torch's global generators (dropout, on CPU and GPU) for one optimiser step, and return a
+    CPU generator of the same seed for the step's own draws (pre-training's masking): everything
+    random in a step depends on (seed, step) only."""
+    torch.manual_seed(seed * 1_000_003 + step)
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def save_state(path, state):
+    """Write a resumable training state (a dict of tensors, numbers and lists) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path):
+    """The state save_state wrote, or None; read as tensors and plain containers only."""
+    return torch.load(path, map_location="cpu", weights_only=True) if path and path.exists() else None
+
+
+class StepLog:
+    """The per-step training curve: a list of dicts with a "loss". A new step's loss may be a device
+    tensor; it is read in bulk every READ_EVERY steps or when `read()` is called, because reading it
+    at once (`.item()`) stalls the GPU's queue of work every step."""
+
+    def __init__(self, points=()):
+        self.points = list(points)
+        self.unread = []
+
+    def add(self, point):
+        self.points.append(point)
+        if torch.is_tensor(point["loss"]):
+            self.unread.append(point)
+            if len(self.unread) >= READ_EVERY:
+                self.read()
+
+    def read(self):
+        """Every point with its loss as a float (for saving, stopping rules and the outputs)."""
+        if self.unread:
+            values = torch.stack([p["loss"].detach().float() for p in self.unread]).tolist()
+            for point, value in zip(self.unread, values):
+                point["loss"] = value
+            self.unread.clear()
+        return self.points
