@@ -268,11 +268,10 @@ def served_pickle_only(tiny_bert):
 
 
 def test_a_pickle_only_repository_is_converted_to_safetensors_and_fine_tunes(
-        hub, hub_env, served_pickle_only, tmp_path, tokenizer):
+        hub, hub_env, served_pickle_only, tmp_path, task_files):
     from safetensors.torch import load_file
 
-    from conftest import dna_token_file
-    from crossdisc import finetune, token_maps, tokens
+    from crossdisc import finetune
     from crossdisc.models import build_classifier
 
     files, state = served_pickle_only
@@ -289,12 +288,9 @@ def test_a_pickle_only_repository_is_converted_to_safetensors_and_fine_tunes(
     assert torch.equal(classifier.bert.encoder.layer[0].output.dense.weight,
                        state["bert.encoder.layer.0.output.dense.weight"])
 
-    token_file = dna_token_file(tmp_path / "dna.parquet")
-    meta = tokens.read_meta(token_file)
-    token_maps.write_table(tmp_path / "map.parquet", token_maps.build_table("random-real", meta, tokenizer, 100),
-                           meta, tokenizer)
-    summary = finetune.finetune(token_file, tmp_path / "map.parquet", out, "pretrained", tmp_path / "run",
-                                tmp_path / "state", {"lr": 1e-3, "batch_size": 8, "max_steps": 4})
+    token_file, map_file = task_files
+    summary = finetune.finetune(token_file, map_file, out, "pretrained", tmp_path / "run", tmp_path / "state",
+                                {"lr": 1e-3, "batch_size": 8, "max_steps": 4})
     assert 0 <= summary["test"] <= 1
 
 
