@@ -23,5 +23,7 @@ run:
 report: install
 	snakemake --report results/report.html
 
+# Two tiers: the fast one first, so a broken unit fails in minutes; then the slow and SLURM tests.
 test: install
-	python -m pytest -q
+	python -m pytest -q -m "not slow and not slurm"
+	python -m pytest -q -m "slow or slurm"

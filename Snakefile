@@ -1,13 +1,23 @@
 # crossdisc: "Is BERT a Cross-Disciplinary Knowledge Learner?" (Kao & Lee, 2021), reproduced and
 # extended. This file loads the config and names the targets; each stage lives in workflow/rules/.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
+# envs/crossdisc.yaml (--sdm conda) installs the pipeline's package from here
+os.environ["CROSSDISC_ROOT"] = workflow.basedir
 
-# A --configfile is a whole configuration: the embedded default is loaded only when none is given,
-# so a user's config is never merged with the default experiments.
+
+envvars:
+    "CROSSDISC_ROOT",
+
+
+# A --configfile is a whole configuration: the embedded default is loaded only when none is given
+# (`workflow.overwrite_configfiles` holds the --configfile paths), so a user's config is never
+# merged with the default experiments. tests/test_project.py checks it.
 if not workflow.overwrite_configfiles:
 
     configfile: f"{workflow.basedir}/config/config.yaml"
@@ -20,15 +30,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    source=alternatives(config["sources"]),
-    model=alternatives({job["model"] for job in runs()} | set(config["models"]) | set(fetched_checkpoints())),
-    name=alternatives(config["pretrain"]),
-    step=r"\d+",
-    task=alternatives(config["tasks"]),
-    experiment=alternatives(config["experiments"]),
-    init=r"[a-z+-]+",
-    fraction=r"[0-9.]+",
-    seed=r"\d+",
+    **grid.wildcard_constraints(),
 
 
 include: "workflow/rules/download.smk"
@@ -43,7 +45,7 @@ include: "workflow/rules/aggregate.smk"
 # On a cluster these run where Snakemake runs, unqueued: downloads, since compute nodes often have
 # no internet, and the seconds of tables and plots over every run.
 localrules:
-    download_source,
+    download,
     fetch_model,
     aggregate,
 
@@ -51,4 +53,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        rules.aggregate.output,

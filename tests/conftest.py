@@ -1,19 +1,56 @@
-"""Shared fixtures: a tiny BERT with the real uncased WordPiece vocabulary (from the MiniLM package),
-so every stage runs in seconds on a CPU."""
+"""Shared fixtures and helpers: a tiny BERT with the real uncased WordPiece vocabulary (from the
+MiniLM package), so every stage runs in seconds on a CPU; the test config (.test/config.yaml); and
+Snakemake runs of the real Snakefile, with the plan read from `--detailed-summary` (a TSV)."""
 
+import csv
+import io
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from crossdisc import token_maps, tokens
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / ".test" / "config.yaml"
 # Rules call the `crossdisc` and `snakemake` commands of the environment running the tests.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+def tiny_config(results, model_dir):
+    """The test config with its results under `results` and `tiny` the model at `model_dir`."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["results"] = str(results)
+    config["models"]["tiny"] = {"source": "local", "path": str(model_dir)}
+    return config
+
+
+def write_config(path, config):
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(workdir, configfile, *args, check=True):
+    """The real Snakefile run in `workdir` on `configfile`; raises with the output's tail on failure."""
+    command = ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
+               str(configfile), "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if check and result.returncode:
+        raise AssertionError(result.stdout[-3000:] + result.stderr[-5000:])
+    return result
+
+
+def plan(workdir, configfile, *args):
+    """What a run would do now: {output file relative to workdir: rule} of every file that Snakemake
+    would (re)make, read from `snakemake --detailed-summary`."""
+    rows = csv.DictReader(io.StringIO(snakemake(workdir, configfile, "--detailed-summary", *args).stdout),
+                          delimiter="\t")
+    return {row["output_file"]: row["rule"] for row in rows if row["plan"] != "no update"}
 
 
 def minilm_dir():

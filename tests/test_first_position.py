@@ -90,7 +90,7 @@ def test_under_an_untested_transformers_release_the_model_trains_whole(monkeypat
 
     from crossdisc.accel import first_position
 
-    assert first_position.tested_transformers("5.24.0") and not first_position.tested_transformers("5.25.0")
+    assert first_position.tested_transformers("5.25.0") and not first_position.tested_transformers("5.26.0")
     monkeypatch.setattr(first_position.transformers, "__version__", "6.0.0")
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     model = AutoModelForSequenceClassification.from_config(config)

@@ -17,7 +17,9 @@ PAPER_FIGURES = {spec["name"]: spec for spec in yaml.safe_load((REPO / "config/p
 def write_run(root, experiment, task, model, init, token_map, seed, test, losses, fraction="1.0"):
     run = root / "runs" / experiment / task / model / init / token_map / fraction / f"seed-{seed}"
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"metric": "accuracy", "test": test, "dev": test + 0.01, "steps": len(losses),
+    coordinates = dict(experiment=experiment, task=task, model=model, init=init, token_map=token_map,
+                       fraction=fraction, seed=seed)
+    (run / "metrics.json").write_text(json.dumps({"run": coordinates, "metric": "accuracy", "test": test, "dev": test + 0.01, "steps": len(losses),
                                                   "train_seconds": 1.0}))
     pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(run / "curve.parquet")
     return run / "metrics.json"

@@ -85,9 +85,10 @@ def test_markdown_shows_each_cell_as_ours_paper_and_difference():
 
 
 def test_a_partial_aggregation_says_which_seeds_failed_or_did_not_run():
-    missing = {"results/runs/table1-shift1000/qqp/bert-base-uncased/pretrained/shift-1000/1.0/seed-102": "failed",
-               "results/runs/table1-shift1000/stsb/bert-base-uncased/scratch/shift-1000/1.0/seed-100": "not run",
-               "results/runs/table1-shift1000/stsb/bert-base-uncased/scratch/shift-1000/1.0/seed-101": "not run"}
+    cell = dict(experiment="table1-shift1000", model="bert-base-uncased", token_map="shift-1000", fraction="1.0")
+    missing = [{**cell, "task": "qqp", "init": "pretrained", "seed": 102, "reason": "failed"},
+               {**cell, "task": "stsb", "init": "scratch", "seed": 100, "reason": "not run"},
+               {**cell, "task": "stsb", "init": "scratch", "seed": 101, "reason": "not run"}]
     table1 = paper_tables(RUNS, PAPER_ROWS, PUBLISHED, missing)["table1"]
     assert table1.loc[("shift 1000", "BERT"), ("qqp", "note")] == "failed: seed 102"
     assert table1.loc[("shift 1000", "BERT"), ("qqp", "ours")] == 81.0  # from the seeds that finished

@@ -5,7 +5,7 @@ import subprocess
 
 import yaml
 
-from conftest import REPO
+from conftest import REPO, plan, write_config
 from crossdisc.preflight import missing_local_files
 
 
@@ -60,11 +60,12 @@ def test_a_dry_run_plans_and_warns(tmp_path):
     result = run(tmp_path, user_config(tmp_path, missing.as_uri()), "--dry-run")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"crossdisc: warning: config: sources.mine.files[0].url: {missing} does not exist" in result.stderr
-    assert "rule download_source" in result.stdout
+    configfile = write_config(tmp_path / "planned.yaml", user_config(tmp_path, missing.as_uri()))
+    assert plan(tmp_path, configfile)[f"{tmp_path}/results/raw/mine"] == "download"
 
 
 def test_a_source_already_downloaded_needs_no_file(tmp_path):
     (tmp_path / "results/raw/mine").mkdir(parents=True)
     result = run(tmp_path, user_config(tmp_path, (tmp_path / "deleted.tsv").as_uri()), "--dry-run",
-                 "--until", "download_source")
+                 "--until", "download")
     assert result.returncode == 0 and "does not exist" not in result.stderr, result.stderr[-3000:]

@@ -14,15 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .files import atomic_path, write_text  # noqa: E402
+from .grid import PUBLISHED, RUN_KEYS  # noqa: E402
 
-RUN_KEYS = ["experiment", "task", "model", "init", "token_map", "fraction", "seed"]
+RUN_KEYS = list(RUN_KEYS)
 CELL_KEYS = RUN_KEYS[:-1]
 
 # The paper's published numbers (workflow/data/published.csv) and where config/paper.yaml runs
 # each of their rows: (section, row label as printed) -> the grid cell, task aside. Main Table 1
 # and appendix Table 1 share their rows, as do Table 2 (test) and appendix Table 2 (validation);
 # Table 2's "specific" row (PLUS-TFM, Hilbert-CNN) is not run by the pipeline.
-PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"
 PUBLISHED_SPLITS = {"test": "test", "validation": "dev"}
 # What a paper table holds per task; `note` says why `ours` is missing, or some of its seeds are.
 PAPER_FIELDS = ["ours", "std", "n", "paper", "diff", "note", "metric"]
@@ -41,24 +41,18 @@ def read_published(path=PUBLISHED):
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def run_key(metrics_path):
-    """The run's grid coordinates, read back from its directory
-    results/runs/<experiment>/<task>/<model>/<init>/<token_map>/<fraction>/seed-<s>/."""
-    parts = Path(metrics_path).parent.parts[-len(RUN_KEYS):]
-    return dict(zip(RUN_KEYS, parts[:-1] + (int(parts[-1].removeprefix("seed-")),)))
-
-
 def _fraction(value):
     """A data fraction as its run directory spells it (1 -> '1.0')."""
     return str(float(value))
 
 
 def collect(metrics_paths):
-    """One row per run: its grid coordinates, headline metrics (fractions) and directory."""
+    """One row per run: its grid coordinates (as its metrics.json records them), headline metrics
+    (fractions) and directory."""
     rows = []
     for path in metrics_paths:
         summary = json.loads(Path(path).read_text())
-        rows.append({**run_key(path), "metric": summary["metric"], "test": summary["test"], "dev": summary["dev"],
+        rows.append({**{key: summary["run"][key] for key in RUN_KEYS}, "metric": summary["metric"], "test": summary["test"], "dev": summary["dev"],
                      "steps": summary["steps"], "train_seconds": summary["train_seconds"],
                      "run_dir": str(Path(path).parent)})
     columns = RUN_KEYS + ["metric", "test", "dev", "steps", "train_seconds", "run_dir"]
@@ -86,18 +80,19 @@ def to_markdown(cells):
 
 
 def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_paths=(), paper_rows=(),
-              paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=None):
+              paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=(), published=None):
     """Write the results table (.md, .csv) of the runs whose metrics.json are given; the paper's
     tables (.md, .csv, .tex) of `paper_rows`; the overview figure of each kind (training loss, and
     the metric against pre-training steps) to its paths; and each `paper_figures` entry to the
-    paper_figure_paths named after it (<name>.png, <name>.svg). `missing` maps the directory of
-    each planned run without metrics to why ('failed', 'not run'), for the paper tables' notes."""
+    paper_figure_paths named after it (<name>.png, <name>.svg). `missing` lists each planned run
+    without metrics (its coordinates and `reason`: 'failed', 'not run'), for the paper tables'
+    notes; `published` the published numbers (default: read published.csv)."""
     runs = collect(metrics_paths)
     cells = summarise(runs)
     for path in table_paths:
         write_text(path, cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells))
     if paper_table_paths:
-        tables = paper_tables(runs, paper_rows, missing=missing)
+        tables = paper_tables(runs, paper_rows, published, missing)
         writers = {".csv": lambda t: paper_tables_long(t).to_csv(index=False), ".md": paper_tables_markdown,
                    ".tex": paper_tables_latex}
         for path in paper_table_paths:
@@ -113,7 +108,7 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
 # ---- the paper's tables -----------------------------------------------------------------------
 
 
-def paper_tables(runs, paper_rows, published=None, missing=None):
+def paper_tables(runs, paper_rows, published=None, missing=()):
     """The paper's tables laid out as printed, our numbers beside the published ones.
 
     `runs` is the runs table of `collect` (one row per run, metrics as fractions); `paper_rows` the
@@ -129,9 +124,8 @@ def paper_tables(runs, paper_rows, published=None, missing=None):
     targets = {(r["section"], r["row"]): r for r in paper_rows}
     stats = runs.groupby(CELL_KEYS)[["test", "dev"]].agg(["mean", "std", "count"])
     lost = {}
-    for run_dir, reason in (missing or {}).items():
-        key = run_key(Path(run_dir) / "metrics.json")
-        lost.setdefault(tuple(key[k] for k in CELL_KEYS), []).append((key["seed"], reason))
+    for run in missing:
+        lost.setdefault(tuple(run[k] for k in CELL_KEYS), []).append((run["seed"], run["reason"]))
     tables = {}
     for table, cells in published.groupby("table", sort=False):
         rows = list(dict.fromkeys(zip(cells["section"], cells["row"])))

@@ -19,7 +19,7 @@ def _commands():
     parser = argparse.ArgumentParser(prog="crossdisc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("source", help="fetch or generate one raw data source")
+    p = sub.add_parser("download", help="fetch or generate one raw data source")
     p.add_argument("--spec", type=_json, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--checksum-lock", metavar="FILE",
@@ -68,17 +68,10 @@ def _commands():
     p.add_argument("--hparams", type=_json, default={})
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--fraction", type=float, default=1.0)
+    p.add_argument("--run", type=_json, help="the run's coordinates in the grid (JSON), recorded in metrics.json")
     p.add_argument("--device", default="auto")
     p.add_argument("--state", required=True)
     p.add_argument("--out", required=True)
-
-    p = sub.add_parser("aggregate", help="tables and figures from finished runs")
-    p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--table", nargs="+", required=True, help="table files (.md, .csv)")
-    p.add_argument("--loss-figure", nargs="+", required=True, help="figure files (.png, .svg)")
-    p.add_argument("--steps-figure", nargs="+", default=[], help="figure files (.png, .svg)")
-    p.add_argument("--paper-rows", type=_json, default=[], help="the config's paper_rows")
-    p.add_argument("--paper-tables", nargs="+", default=[], help="the paper's tables beside ours (.md, .csv, .tex)")
     return parser
 
 
@@ -86,8 +79,8 @@ def run(args):
     if args.command in ("pretrain", "finetune"):
         from .gpu_slots import pin_free_gpu
         pin_free_gpu(args.device)  # before anything initialises CUDA
-    if args.command == "source":
-        from .sources import build_source
+    if args.command == "download":
+        from .download import build_source
         build_source(args.spec, args.out, args.checksum_lock)
     elif args.command == "fetch-model":
         from .models import fetch_model
@@ -117,10 +110,7 @@ def run(args):
     elif args.command == "finetune":
         from .finetune import finetune
         finetune(args.tokens, args.token_map, args.model, args.init, args.out, args.state, args.hparams,
-                 args.seed, args.fraction, args.device)
-    elif args.command == "aggregate":
-        from .aggregate import aggregate
-        aggregate(args.metrics, args.table, args.loss_figure, args.steps_figure, args.paper_rows, args.paper_tables)
+                 args.seed, args.fraction, args.device, args.run)
 
 
 def main(argv=None):

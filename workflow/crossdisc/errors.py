@@ -11,3 +11,11 @@ class InputError(Exception):
 
     def __reduce__(self):  # so that an error raised in a worker process crosses to its parent
         return type(self), (self.path, self.problem, self.record)
+
+
+class ConfigError(Exception):
+    """A config that cannot run: one line naming the key (`config: tasks.x.source: unknown source 'y'`)."""
+
+    def __init__(self, key, problem):
+        self.key, self.problem = key, problem
+        super().__init__(f"config: {key}: {problem}")

@@ -89,7 +89,9 @@ def length_grouped(order, lengths, batch_size, generator):
 
 
 def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, hparams, seed=100,
-             fraction=1.0, device="auto"):
+             fraction=1.0, device="auto", run=None):
+    """Train and evaluate; write curve.parquet, predictions.parquet and metrics.json to out_dir.
+    `run`, the run's coordinates in the experiment grid, is recorded in metrics.json as given."""
     # ---- settings -------------------------------------------------------------------------------
     hp = {**DEFAULTS, **hparams}
     out_dir, state_path = Path(out_dir), Path(state_dir) / "state.pt"
@@ -219,6 +221,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     with atomic_path(out_dir / "predictions.parquet") as tmp:
         pd.concat(predictions).to_parquet(tmp, index=False)
     summary = {
+        "run": run or {},
         "metric": hp["metric"],
         "test": results.get("test", {}).get(hp["metric"]),
         "dev": results.get("dev", {}).get(hp["metric"]),

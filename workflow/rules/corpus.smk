@@ -5,11 +5,11 @@ rule prepare_corpus:
     input:
         unpack(corpus_inputs),
     output:
-        CORPUS,
-    # it opens the pre-training chain, the DAG's longest path (see pretrain.smk)
-    priority: 10
+        PATHS.corpus,
     log:
         f"{RESULTS}/logs/corpus/{{source}}/{{vocab}}.log",
+    # it opens the pre-training chain, the DAG's longest path (see pretrain.smk)
+    priority: 10
     conda:
         ENV
     shell:

@@ -5,14 +5,14 @@ rule preprocess:
     input:
         unpack(preprocess_inputs),
     output:
-        TOKENS,
-    params:
-        spec=task_spec,
-        tokenizer=tokenizer_flag,
+        PATHS.tokens,
     log:
         f"{RESULTS}/logs/preprocess/{{task}}/{{vocab}}.log",
     conda:
         ENV
+    params:
+        spec=task_spec,
+        tokenizer=optional_flag("tokenizer"),
     shell:
         "crossdisc preprocess --task {wildcards.task} --spec {params.spec:q} --raw {input.raw} "
         "{params.tokenizer} --out {output} > {log} 2>&1"

@@ -7,27 +7,27 @@ rule pretrain:
     input:
         unpack(pretrain_inputs),
     output:
-        protected(directory(CHECKPOINT)) if config["protect_checkpoints"] else directory(CHECKPOINT),
-    wildcard_constraints:
-        name=alternatives(name for name in config["pretrain"] if not is_fetched(name)),
-    params:
-        spec=pretrain_spec,
-        previous=previous_flag,
-        state=f"{STATE}/pretrain/{{name}}/step-{{step}}",
-        device=config["device"],
-    # the checkpoint chain is the longest path of the DAG: start it before fine-tuning jobs
-    priority: 10
-    threads: config["resources"]["train_threads"]
-    resources:
-        mem_mb=train_mem_mb,
-        runtime=train_runtime,
-        gpu=TRAIN_GPUS,
+        protected(directory(PATHS.checkpoint)) if config["protect_checkpoints"] else directory(PATHS.checkpoint),
     log:
         f"{RESULTS}/logs/pretrain/{{name}}/step-{{step}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain/{{name}}/step-{{step}}.tsv"
+    wildcard_constraints:
+        name=alternatives(grid.trained_series()),
+    # the checkpoint chain is the longest path of the DAG: start it before fine-tuning jobs
+    priority: 10
     conda:
         ENV
+    threads: config["resources"]["train_threads"]
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=grid.train_gpus(),
+    params:
+        spec=pretrain_spec,
+        previous=optional_flag("previous"),
+        state=PATHS.pretrain_state,
+        device=config["device"],
     shell:
         "crossdisc pretrain --corpus {input.corpus} --tokenizer {input.tokenizer} "
         "--spec {params.spec:q} --step {wildcards.step} {params.previous} --state {params.state} "

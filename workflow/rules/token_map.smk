@@ -5,14 +5,14 @@ rule token_map:
     input:
         unpack(token_map_inputs),
     output:
-        TOKEN_MAP,
-    params:
-        seed=config["token_maps"]["seed"],
-        corpus=corpus_flag,
+        PATHS.token_map,
     log:
         f"{RESULTS}/logs/token_maps/{{token_map}}/{{task}}/{{vocab}}.log",
     conda:
         ENV
+    params:
+        seed=config["token_maps"]["seed"],
+        corpus=optional_flag("corpus"),
     shell:
         "crossdisc token-map --strategy {wildcards.token_map} --tokens {input.tokens} "
         "--tokenizer {input.tokenizer} {params.corpus} --seed {params.seed} --out {output} > {log} 2>&1"

@@ -2,10 +2,11 @@
 # thousands of runs overflow the 128 KiB that one shell command may hold.
 import sys
 
-from crossdisc.aggregate import aggregate
+from crossdisc.aggregate import aggregate, read_published
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 (Snakemake defines `snakemake`)
     sys.stdout = sys.stderr = log
-    out, params = snakemake.output, snakemake.params  # noqa: F821
-    aggregate(snakemake.input.metrics, out.tables, out.loss_figure, out.steps_figure, params.paper_rows,  # noqa: F821
-              out.paper_tables, params.paper_figures, out.paper_figures, params.missing)
+    inputs, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+    published = read_published(inputs.published[0]) if inputs.published else None
+    aggregate(inputs.metrics, out.tables, out.loss_figure, out.steps_figure, params.paper_rows,
+              out.paper_tables, params.paper_figures, out.paper_figures, params.missing, published)

@@ -19,7 +19,7 @@ import sys
 import transformers
 
 # transformers releases (major, minor) whose layer internals the code below was tested against.
-TESTED_TRANSFORMERS = ((5, 20), (5, 24))
+TESTED_TRANSFORMERS = ((5, 20), (5, 25))
 # Heads that read only position 0 of the encoder's output.
 FIRST_POSITION_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
                         "XLMRobertaForSequenceClassification", "CamembertForSequenceClassification",

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from crossdisc import sources
+from crossdisc import download
 from crossdisc.errors import InputError
 
 PAYLOAD = b"ACGT" * 5000
@@ -50,37 +50,37 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 def test_download_verifies_the_checksum(server, tmp_path):
-    assert sources.fetch_url(server, tmp_path / "data.txt", SHA) == SHA
+    assert download.fetch_url(server, tmp_path / "data.txt", SHA) == SHA
     assert (tmp_path / "data.txt").read_bytes() == PAYLOAD
 
 
 def test_a_server_that_fails_twice_then_succeeds_is_retried(server, tmp_path):
     Handler.failures_left = 2
-    sources.fetch_url(server, tmp_path / "data.txt", SHA, retries=3, backoff=0.01)
+    download.fetch_url(server, tmp_path / "data.txt", SHA, retries=3, backoff=0.01)
     assert (tmp_path / "data.txt").read_bytes() == PAYLOAD
 
 
 def test_a_wrong_checksum_leaves_no_file(server, tmp_path):
     with pytest.raises(InputError, match="sha256 mismatch"):
-        sources.fetch_url(server, tmp_path / "data.txt", "0" * 64, backoff=0.01)
+        download.fetch_url(server, tmp_path / "data.txt", "0" * 64, backoff=0.01)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_truncated_download_fails_after_retries_and_leaves_no_file(server, tmp_path):
     Handler.truncate = True
     with pytest.raises(InputError, match="download failed after 2 attempts"):
-        sources.fetch_url(server, tmp_path / "data.txt", SHA, retries=1, backoff=0.01)
+        download.fetch_url(server, tmp_path / "data.txt", SHA, retries=1, backoff=0.01)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_source_directory_has_a_manifest_of_its_files(server, tmp_path):
-    sources.build_source({"type": "url", "files": [{"url": server, "sha256": SHA}]}, tmp_path / "src")
+    download.build_source({"type": "url", "files": [{"url": server, "sha256": SHA}]}, tmp_path / "src")
     assert (tmp_path / "src" / "SHA256SUMS").read_text() == f"{SHA}  data.txt\n"
 
 
 def test_a_failed_source_leaves_no_directory(server, tmp_path):
     with pytest.raises(InputError):
-        sources.build_source({"type": "url", "files": [{"url": server, "sha256": "1" * 64}]}, tmp_path / "src")
+        download.build_source({"type": "url", "files": [{"url": server, "sha256": "1" * 64}]}, tmp_path / "src")
     assert not (tmp_path / "src").exists()
 
 
@@ -106,7 +106,7 @@ def add_file(tf, name, data):
 def test_an_archive_source_is_extracted_beside_the_archive(server, tmp_path):
     Handler.payload = zip_bytes({"CoLA/train.tsv": "a\t1\n", "CoLA/dev.tsv": "b\t0\n"})
     spec = {"type": "url", "extract": True, "files": [{"url": server, "name": "CoLA.zip"}]}
-    sources.build_source(spec, tmp_path / "src")
+    download.build_source(spec, tmp_path / "src")
     assert (tmp_path / "src" / "CoLA" / "train.tsv").read_text() == "a\t1\n"
     manifest = (tmp_path / "src" / "SHA256SUMS").read_text()
     assert "  CoLA.zip\n" in manifest and "  CoLA/dev.tsv\n" in manifest
@@ -114,7 +114,7 @@ def test_an_archive_source_is_extracted_beside_the_archive(server, tmp_path):
 
 def test_a_tar_gz_is_extracted(tmp_path):
     tar_with(tmp_path / "a.tar.gz", lambda tf: add_file(tf, "data/H3.txt", b"r1\nACGT\n1\n"))
-    sources.extract_archive(tmp_path / "a.tar.gz", tmp_path / "out")
+    download.extract_archive(tmp_path / "a.tar.gz", tmp_path / "out")
     assert (tmp_path / "out" / "data" / "H3.txt").read_bytes() == b"r1\nACGT\n1\n"
 
 
@@ -122,7 +122,7 @@ def test_a_tar_gz_is_extracted(tmp_path):
 def test_a_zip_member_outside_the_target_is_refused(tmp_path, name):
     (tmp_path / "a.zip").write_bytes(zip_bytes({"ok.txt": "fine", name: "evil"}))
     with pytest.raises(InputError, match=f"a.zip: member '{name}': refused"):
-        sources.extract_archive(tmp_path / "a.zip", tmp_path / "out" / "src")
+        download.extract_archive(tmp_path / "a.zip", tmp_path / "out" / "src")
     assert not (tmp_path / "out" / "evil").exists() and not (tmp_path / "evil").exists()
 
 
@@ -143,7 +143,7 @@ def hardlink(tf):
 def test_a_tar_with_a_link_or_an_escaping_member_is_refused(tmp_path, add, member):
     tar_with(tmp_path / "a.tar.gz", add)
     with pytest.raises(InputError, match=f"a.tar.gz: member '{re.escape(member)}': refused"):
-        sources.extract_archive(tmp_path / "a.tar.gz", tmp_path / "out")
+        download.extract_archive(tmp_path / "a.tar.gz", tmp_path / "out")
     assert not (tmp_path / "out" / "link").exists() and not (tmp_path / "evil").exists()
 
 
@@ -153,7 +153,7 @@ def test_a_zip_symlink_is_refused(tmp_path):
     with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(InputError, match="member 'link': refused: a link"):
-        sources.extract_archive(tmp_path / "a.zip", tmp_path / "out")
+        download.extract_archive(tmp_path / "a.zip", tmp_path / "out")
 
 
 def corrupted(data):
@@ -172,14 +172,14 @@ def test_a_truncated_archive_is_an_input_error(tmp_path, name, data):
         data = (tmp_path / name).read_bytes()[:500]
     (tmp_path / name).write_bytes(data)
     with pytest.raises(InputError, match=f"{name}: corrupt or truncated archive"):
-        sources.extract_archive(tmp_path / name, tmp_path / "out")
+        download.extract_archive(tmp_path / name, tmp_path / "out")
 
 
 def test_a_source_with_a_refused_archive_leaves_no_directory(server, tmp_path):
     Handler.payload = zip_bytes({"../evil": "x"})
     spec = {"type": "url", "extract": True, "files": [{"url": server, "name": "a.zip"}]}
     with pytest.raises(InputError, match="refused"):
-        sources.build_source(spec, tmp_path / "src")
+        download.build_source(spec, tmp_path / "src")
     assert not (tmp_path / "src").exists() and not (tmp_path / "evil").exists()
 
 
@@ -236,7 +236,7 @@ HALF = len(PAYLOAD) // 2
 
 def test_a_dropped_download_continues_with_a_range_request(range_server, tmp_path):
     RangeHandler.drops = 1
-    assert sources.fetch_url(range_server, tmp_path / "data.txt", SHA, backoff=0.01) == SHA
+    assert download.fetch_url(range_server, tmp_path / "data.txt", SHA, backoff=0.01) == SHA
     assert (tmp_path / "data.txt").read_bytes() == PAYLOAD
     assert RangeHandler.ranges == [None, f"bytes={HALF}-"]  # the second request asked for the rest only
     assert [p.name for p in tmp_path.iterdir()] == ["data.txt"]  # no partial file left
@@ -244,7 +244,7 @@ def test_a_dropped_download_continues_with_a_range_request(range_server, tmp_pat
 
 def test_a_server_that_ignores_range_restarts_from_zero(range_server, tmp_path):
     RangeHandler.drops, RangeHandler.honour_range = 1, False
-    assert sources.fetch_url(range_server, tmp_path / "data.txt", SHA, backoff=0.01) == SHA
+    assert download.fetch_url(range_server, tmp_path / "data.txt", SHA, backoff=0.01) == SHA
     assert (tmp_path / "data.txt").read_bytes() == PAYLOAD
     assert RangeHandler.ranges == [None, f"bytes={HALF}-"]
 
@@ -253,7 +253,7 @@ def test_a_resumed_download_with_a_stale_start_restarts_from_zero(range_server, 
     new = b"TTGA" * 5000
     RangeHandler.payloads, RangeHandler.drops = [PAYLOAD, new], 1  # the file changed between requests
     digest = hashlib.sha256(new).hexdigest()
-    assert sources.fetch_url(range_server, tmp_path / "data.txt", digest, backoff=0.01) == digest
+    assert download.fetch_url(range_server, tmp_path / "data.txt", digest, backoff=0.01) == digest
     assert (tmp_path / "data.txt").read_bytes() == new
     assert RangeHandler.ranges == [None, f"bytes={HALF}-", None]
 
@@ -261,7 +261,7 @@ def test_a_resumed_download_with_a_stale_start_restarts_from_zero(range_server, 
 def test_a_download_dropped_every_time_fails_and_leaves_no_partial_file(range_server, tmp_path):
     RangeHandler.drops = 10
     with pytest.raises(InputError, match="download failed after 3 attempts: truncated"):
-        sources.fetch_url(range_server, tmp_path / "data.txt", SHA, retries=2, backoff=0.01)
+        download.fetch_url(range_server, tmp_path / "data.txt", SHA, retries=2, backoff=0.01)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -270,14 +270,14 @@ def test_a_download_dropped_every_time_fails_and_leaves_no_partial_file(range_se
 def test_a_checksum_is_recorded_at_the_first_download_and_enforced_later(server, tmp_path):
     lock = tmp_path / "raw" / "checksums.lock"
     spec = {"type": "url", "files": [{"url": server}]}
-    sources.build_source(spec, tmp_path / "raw" / "a", checksum_lock=lock)
+    download.build_source(spec, tmp_path / "raw" / "a", checksum_lock=lock)
     assert lock.read_text() == f"{SHA}  {server}\n"
-    sources.build_source(spec, tmp_path / "raw" / "b", checksum_lock=lock)  # same file: accepted
+    download.build_source(spec, tmp_path / "raw" / "b", checksum_lock=lock)  # same file: accepted
     assert lock.read_text() == f"{SHA}  {server}\n"
     Handler.payload = PAYLOAD + b"changed"
     new = hashlib.sha256(Handler.payload).hexdigest()
     with pytest.raises(InputError) as err:
-        sources.build_source(spec, tmp_path / "raw" / "c", checksum_lock=lock)
+        download.build_source(spec, tmp_path / "raw" / "c", checksum_lock=lock)
     assert str(err.value) == (f"{server}: sha256 differs from the one recorded in {lock}: "
                               f"recorded {SHA}, new {new}")
     assert not (tmp_path / "raw" / "c").exists()
@@ -286,13 +286,13 @@ def test_a_checksum_is_recorded_at_the_first_download_and_enforced_later(server,
 
 def test_a_checksum_given_in_the_config_is_not_recorded(server, tmp_path):
     lock = tmp_path / "checksums.lock"
-    sources.build_source({"type": "url", "files": [{"url": server, "sha256": SHA}]}, tmp_path / "src",
+    download.build_source({"type": "url", "files": [{"url": server, "sha256": SHA}]}, tmp_path / "src",
                          checksum_lock=lock)
     assert not lock.exists()
 
 
 def test_a_lock_recorded_beside_this_job_is_enforced(tmp_path):
-    lock = sources.ChecksumLock(tmp_path / "checksums.lock")
+    lock = download.ChecksumLock(tmp_path / "checksums.lock")
     lock.record("file:///x", "a" * 64)
     lock.record("file:///x", "a" * 64)  # the same again: nothing new
     with pytest.raises(InputError, match=f"file:///x: .*recorded {'a' * 64}, new {'b' * 64}"):
@@ -306,7 +306,7 @@ def test_the_cli_records_and_enforces_a_checksum(server, tmp_path, capsys):
     from crossdisc import cli
 
     lock = tmp_path / "checksums.lock"
-    argv = ["source", "--spec", json.dumps({"type": "url", "files": [{"url": server}]}),
+    argv = ["download", "--spec", json.dumps({"type": "url", "files": [{"url": server}]}),
             "--checksum-lock", str(lock)]
     cli.main(argv + ["--out", str(tmp_path / "a")])
     assert lock.read_text() == f"{SHA}  {server}\n"
@@ -315,15 +315,15 @@ def test_the_cli_records_and_enforces_a_checksum(server, tmp_path, capsys):
         cli.main(argv + ["--out", str(tmp_path / "b")])
     assert exit_.value.code == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert message.startswith(f"crossdisc source: error: {server}: sha256 differs") and f"recorded {SHA}" in message
+    assert message.startswith(f"crossdisc download: error: {server}: sha256 differs") and f"recorded {SHA}" in message
 
 
 def test_a_file_is_checked_against_its_git_object_id(server, tmp_path):
     blob = hashlib.sha1(b"blob %d\0" % len(PAYLOAD) + PAYLOAD).hexdigest()  # what `git hash-object` prints
     spec = {"type": "url", "files": [{"url": server, "git_blob_sha1": blob}]}
-    sources.build_source(spec, tmp_path / "good")
+    download.build_source(spec, tmp_path / "good")
     assert (tmp_path / "good/data.txt").read_bytes() == PAYLOAD
     spec["files"][0]["git_blob_sha1"] = "0" * 40
     with pytest.raises(InputError, match=f"git blob id mismatch: expected {'0' * 40}, got {blob}"):
-        sources.build_source(spec, tmp_path / "bad")
+        download.build_source(spec, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

@@ -1,0 +1,187 @@
+"""The config model (crossdisc/grid.py) on its own: defaults, one-line errors naming the key, the
+grid of runs, the path layout, each job's inputs and the wildcard constraints. No Snakemake, except
+one end-to-end check that its error reaches the console as the same line."""
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO, snakemake, tiny_config, write_config
+from crossdisc.errors import ConfigError
+from crossdisc.grid import Grid, validate
+
+MULTIBERTS = {"source": "hub", "id": "google/multiberts-seed_0-step_{step}k", "steps": [0, 20000, 2000000]}
+
+
+@pytest.fixture
+def config():
+    return tiny_config("results", "tiny-bert")
+
+
+def error_of(config):
+    with pytest.raises(ConfigError) as caught:
+        Grid(config)
+    return str(caught.value)
+
+
+def test_validation_fills_the_schemas_defaults():
+    config = validate(tiny_config("results", "tiny-bert"))
+    steps = config["experiments"]["steps"]
+    assert steps["inits"] == ["pretrained"] and steps["seeds"] == [100] and steps["fractions"] == [1.0]
+    assert config["device"] == "auto" and config["resources"]["train_runtime"] == "2h"
+    assert config["token_maps"]["seed"] == 100
+
+
+def test_defaults_are_copies_not_shared_between_entries(config):
+    validate(config)
+    experiments = config["experiments"]
+    assert experiments["steps"]["inits"] is not experiments["shifted-text"].get("fractions")
+    experiments["steps"]["seeds"].append(101)
+    assert experiments["non-text"]["seeds"] == [100, 101]
+    assert validate(tiny_config("results", "x"))["experiments"]["steps"]["seeds"] == [100]
+
+
+def test_a_wrong_value_is_one_line_naming_its_key(config):
+    config["tasks"]["dna"]["kind"] = "clasification"
+    assert error_of(config).startswith("config: tasks.dna.kind: 'clasification' is not one of")
+    del config["tasks"]["dna"]["kind"]
+    assert error_of(config) == "config: tasks.dna: 'kind' is a required property"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["experiments"]["steps"].update(tasks=["rna"]), "config: experiments.steps: unknown task 'rna'"),
+    (lambda c: c["experiments"]["steps"].update(models=["bert"]), "config: experiments.steps: unknown model 'bert'"),
+    (lambda c: c["experiments"]["steps"].update(models=["mini-bert@7"]),
+     "config: experiments.steps: 'mini-bert@7' is not a configured pre-training checkpoint"),
+    (lambda c: c["experiments"]["steps"].update(token_maps=["shift-1000"]),
+     "config: experiments.steps: token map 'shift-1000' does not apply to non-text task 'dna'"),
+    (lambda c: c["experiments"]["shifted-text"].update(token_maps=["unused"]),
+     "config: experiments.shifted-text: token map 'unused' does not apply to text task 'word-order'"),
+    (lambda c: c.pop("token_maps"), "config: token_maps.corpus: experiment 'non-text' uses most-frequent"),
+    (lambda c: c["token_maps"].update(corpus="wiki"), "config: token_maps.corpus: unknown source 'wiki'"),
+    (lambda c: c["tasks"]["dna"].update(source="rna"), "config: tasks.dna.source: unknown source 'rna'"),
+    (lambda c: c["pretrain"]["mini-bert"].update(corpus="wiki"), "config: pretrain.mini-bert.corpus: unknown source 'wiki'"),
+    (lambda c: c["pretrain"]["mini-bert"].update(tokenizer="bert"),
+     "config: pretrain.mini-bert.tokenizer: unknown model 'bert'"),
+    (lambda c: c["pretrain"].update(multiberts={**MULTIBERTS, "steps": [0, 1500]}),
+     "config: pretrain.multiberts.steps: [1500] are not multiples of step_unit 1000"),
+    (lambda c: c["pretrain"].update(multiberts={k: v for k, v in MULTIBERTS.items() if k != "id"}),
+     "config: pretrain.multiberts: 'id' is a required property"),
+    (lambda c: c["resources"].update(train_runtime="soon") if "resources" in c else c.update(
+        resources={"train_runtime": "soon"}),
+     "config: resources.train_runtime: 'soon' is not a duration such as '90m' or '2h'"),
+])
+def test_a_cross_reference_the_schema_cannot_check_is_one_line_naming_the_key(config, edit, message):
+    edit(config)
+    assert error_of(config).startswith(message)
+
+
+def test_paper_figures_must_name_what_the_config_defines(config):
+    curve = {"label": "BERT", "experiment": "non-text", "model": "tiny", "init": "pretrained"}
+    figure = {"name": "figure2", "kind": "loss", "title": "t", "rows": [{"tasks": ["rna"], "curves": [curve]}]}
+    assert error_of({**copy.deepcopy(config), "paper_figures": [figure]}) == \
+        "config: paper_figures.figure2: unknown task 'rna'"
+    figure["rows"][0] = {"tasks": ["dna"], "curves": [{**curve, "model": "bert"}]}
+    assert error_of({**copy.deepcopy(config), "paper_figures": [figure]}) == \
+        "config: paper_figures.figure2: curve 'BERT': unknown model 'bert'"
+    figure["rows"][0] = {"tasks": ["dna"], "curves": [curve]}
+    assert error_of({**copy.deepcopy(config), "paper_figures": [figure, figure]}) == \
+        "config: paper_figures.figure2: two figures have this name"
+
+
+def test_the_grid_is_every_combination_of_each_experiment(config):
+    runs = Grid(config).runs
+    assert len(runs) == 2 + 3 * 2 * 2 + 2
+    assert runs[0] == dict(experiment="shifted-text", task="word-order", model="tiny", init="pretrained",
+                           token_map="shift-1000", fraction="1.0", seed=100)
+    assert {run["seed"] for run in runs if run["experiment"] == "non-text"} == {100, 101}
+
+
+def test_paths_follow_the_layout(config):
+    grid = Grid(config)
+    assert grid.run_dir(grid.runs[0]) == "results/runs/shifted-text/word-order/tiny/pretrained/shift-1000/1.0/seed-100"
+    assert grid.model_dir("tiny") == "results/models/tiny"
+    assert grid.model_dir("mini-bert@3") == "results/pretrain/mini-bert/step-3"
+    assert grid.tokens_file("word-order", "tiny") == "results/tokens/word-order/tiny.parquet"
+    assert grid.tokens_file("dna", "tiny") == "results/tokens/dna/native.parquet"  # one file per non-text task
+
+
+def test_each_jobs_inputs(config):
+    grid = Grid(config)
+    assert grid.preprocess_inputs(task="dna", vocab="native") == {"raw": "results/raw/dna"}
+    assert grid.preprocess_inputs(task="word-order", vocab="tiny") == {
+        "raw": "results/raw/python-docs", "tokenizer": "results/models/tiny"}
+    assert grid.token_map_inputs(token_map="most-frequent", task="dna", vocab="tiny") == {
+        "tokens": "results/tokens/dna/native.parquet", "tokenizer": "results/models/tiny",
+        "corpus": "results/corpus/python-docs/tiny.parquet"}
+    assert "corpus" not in grid.token_map_inputs(token_map="random-real", task="dna", vocab="tiny")
+    assert grid.pretrain_inputs(name="mini-bert", step="0") == {
+        "corpus": "results/corpus/python-docs/tiny.parquet", "tokenizer": "results/models/tiny"}
+    assert grid.pretrain_inputs(name="mini-bert", step="3")["previous"] == "results/pretrain/mini-bert/step-0"
+    run = {**grid.runs[-1], "seed": str(grid.runs[-1]["seed"])}  # as wildcards: strings
+    assert grid.finetune_inputs(**run) == {"tokens": "results/tokens/dna/native.parquet",
+                                           "token_map": "results/token_maps/random-real/dna/tiny.parquet",
+                                           "model": "results/pretrain/mini-bert/step-3"}
+    assert grid.run_of(**run) == grid.runs[-1]
+
+
+def test_training_settings_merge_defaults_then_task_then_experiment(config):
+    config["training"]["batch_size"] = 8
+    config["tasks"]["dna"]["training"] = {"lr": 1e-4, "epochs": 5}
+    config["experiments"]["steps"]["training"] = {"lr": 5e-4}
+    hparams = Grid(config).hparams("steps", "dna")
+    assert (hparams["lr"], hparams["epochs"], hparams["batch_size"], hparams["metric"]) == (5e-4, 5, 8, "accuracy")
+    assert Grid(config).hparams("non-text", "protein")["lr"] == 1e-3
+
+
+def test_a_hub_series_is_fetched_step_by_step_and_reads_its_first_steps_vocabulary(config):
+    config["pretrain"]["multiberts"] = {**MULTIBERTS, "revision": "step-{step}", "sha256": {"20000": "ab" * 32}}
+    config["experiments"]["hub"] = {"tasks": ["word-order"], "models": ["multiberts@20000"], "token_maps": ["identity"]}
+    grid = Grid(config)
+    assert grid.model_spec("multiberts@20000") == {"source": "hub", "id": "google/multiberts-seed_0-step_20k",
+                                                   "revision": "step-20", "sha256": "ab" * 32}
+    assert grid.model_dir("multiberts@20000") == "results/models/multiberts@20000"
+    assert grid.vocabulary_of("multiberts@20000") == "multiberts@0"
+    assert grid.fetched_checkpoints() == ["multiberts@0", "multiberts@20000", "multiberts@2000000"]
+    assert grid.trained_series() == ["mini-bert"]
+    config["pretrain"]["multiberts"]["tokenizer"] = "tiny"
+    assert Grid(config).vocabulary_of("multiberts@20000") == "tiny"
+
+
+def test_sources_in_grid_are_the_tasks_the_most_frequent_corpus_and_pretraining_corpora(config):
+    config["sources"]["unused"] = {"type": "python-docs"}
+    assert Grid(config).sources_in_grid() == {"python-docs", "chorales", "dna", "protein"}
+
+
+def test_wildcard_constraints_match_exactly_the_configured_names(config):
+    constraints = {key: re.compile(value) for key, value in Grid(config).wildcard_constraints().items()}
+    assert constraints["token_map"].fullmatch("shift-1000") and not constraints["token_map"].fullmatch("shift-100")
+    assert constraints["vocab"].fullmatch("native") and constraints["vocab"].fullmatch("tiny")
+    assert not constraints["vocab"].fullmatch("tiny/x")
+    assert constraints["model"].fullmatch("mini-bert@3") and not constraints["model"].fullmatch("mini-bert@4")
+    assert constraints["fraction"].fullmatch("1.0") and not constraints["fraction"].fullmatch("0.5")
+    assert constraints["init"].fullmatch("scratch") and not constraints["init"].fullmatch("re-emb")
+
+
+def test_training_resources_scale_with_the_attempt_and_a_cpu_run_asks_for_no_gpu(config):
+    config["resources"] = {"train_mem_mb": 3000, "train_runtime": "90m"}
+    grid = Grid(copy.deepcopy(config))
+    assert (grid.train_gpus(), grid.train_mem_mb(), grid.train_runtime()) == (1, 3000, "90m")
+    assert (grid.train_mem_mb(2), grid.train_runtime(2)) == (6000, "180m")
+    assert Grid({**config, "device": "cpu"}).train_gpus() == 0
+
+
+def test_the_paper_config_is_a_valid_grid():
+    grid = Grid(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    assert len(grid.runs) == 249
+
+
+def test_snakemake_ends_on_the_config_errors_one_line(tmp_path):
+    config = tiny_config(tmp_path / "results", tmp_path / "tiny")
+    config["experiments"]["steps"]["tasks"] = ["rna"]
+    result = snakemake(tmp_path, write_config(tmp_path / "bad.yaml", config), "--dry-run", check=False)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[-1] == "crossdisc: config: experiments.steps: unknown task 'rna'"
+    assert "Traceback" not in result.stdout + result.stderr

@@ -1,0 +1,382 @@
+"""The config model: a config validated against the schema (defaults filled in), cross-checked,
+expanded into its fine-tuning runs, and laid out as paths. The workflow's rules ask a `Grid` what to
+build and where (workflow/rules/common.smk); nothing here knows about Snakemake, so every check and
+every path is tested directly (tests/test_grid.py).
+
+Names: a *run* is one fine-tuning job, a dict of its coordinates (RUN_KEYS); a *cell* is a run less
+its seed; a *checkpoint* `<series>@<step>` is one step of a `pretrain` series, trained here or, for a
+`source: hub` series, fetched.
+"""
+
+import copy
+import itertools
+import json
+import re
+from pathlib import Path
+
+import yaml
+from humanfriendly import InvalidTimespan, parse_timespan
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+from .errors import ConfigError
+from .preprocess import TEXT_READERS
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"  # the paper's numbers
+RUN_KEYS = ("experiment", "task", "model", "init", "token_map", "fraction", "seed")
+TEXT_TOKEN_MAPS = re.compile(r"identity|shift-\d+|random-shift")
+NATIVE = "native"  # the vocabulary of non-text token files: the discipline's own symbols
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+
+def _filling_defaults(validator_class):
+    """A validator that sets each missing property to the schema's default before checking it."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from check_properties(validator, props, instance, schema)
+
+    return validators.extend(validator_class, {"properties": properties})
+
+
+DefaultFillingValidator = _filling_defaults(Draft202012Validator)
+
+
+def validate(config, schema_path=SCHEMA):
+    """Check `config` against the schema and fill in its defaults, in place. A bad key or value is
+    one ConfigError naming it (`config: tasks.x.kind: 'foo' is not one of [...]`)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    try:
+        DefaultFillingValidator(schema).validate(config)
+    except ValidationError as problem:
+        where = ".".join(str(p) for p in problem.absolute_path) or "(top level)"
+        raise ConfigError(where, problem.message) from None
+    return config
+
+
+def split_checkpoint(model):
+    """`<series>@<step>` -> (series, step); None for an off-the-shelf model."""
+    if "@" not in model:
+        return None
+    name, step = model.split("@", 1)
+    return name, int(step)
+
+
+def alternatives(names):
+    """A regular expression matching exactly the given names (a wildcard constraint)."""
+    return "|".join(re.escape(str(n)) for n in sorted(set(names), key=str)) or "(?!)"
+
+
+# ---- path layout ------------------------------------------------------------------------------
+
+
+class Layout:
+    """Every path the pipeline writes, as a pattern with {wildcards}, each defined once."""
+
+    def __init__(self, results):
+        self.results = results
+        self.raw = f"{results}/raw/{{source}}"
+        self.checksum_lock = f"{results}/raw/checksums.lock"
+        self.model = f"{results}/models/{{model}}"
+        self.checkpoint = f"{results}/pretrain/{{name}}/step-{{step}}"
+        self.tokens = f"{results}/tokens/{{task}}/{{vocab}}.parquet"
+        self.token_map = f"{results}/token_maps/{{token_map}}/{{task}}/{{vocab}}.parquet"
+        self.corpus = f"{results}/corpus/{{source}}/{{vocab}}.parquet"  # tokenised, deduplicated
+        self.run_id = "{experiment}/{task}/{model}/{init}/{token_map}/{fraction}/seed-{seed}"
+        self.run = f"{results}/runs/{self.run_id}"
+        # resumable training state, outside every declared output (Snakemake deletes those first)
+        self.run_state = f"{results}/state/{self.run_id}"
+        self.pretrain_state = f"{results}/state/pretrain/{{name}}/step-{{step}}"
+        self.logs = f"{results}/logs"
+        self.benchmarks = f"{results}/benchmarks"
+        self.tables = f"{results}/tables"
+        self.figures = f"{results}/figures"
+
+
+# ---- the grid ---------------------------------------------------------------------------------
+
+
+class Grid:
+    """A validated, cross-checked config and what follows from it. Raises ConfigError on the first
+    problem, naming the key."""
+
+    def __init__(self, config, schema_path=SCHEMA):
+        self.config = validate(config, schema_path)
+        self.paths = Layout(self.config["results"])
+        self.runs = self._expand()
+        self.train_runtime_minutes = self._train_runtime_minutes()
+        self._check_runs()
+        self._check_tasks()
+        self._check_pretrain()
+        self._check_paper_figures()
+
+    # -- expansion --
+
+    def _expand(self):
+        runs = []
+        for experiment, spec in self.config["experiments"].items():
+            for task, model, init, token_map, fraction, seed in itertools.product(
+                spec["tasks"], spec["models"], spec["inits"], spec["token_maps"], spec["fractions"], spec["seeds"]
+            ):
+                runs.append(dict(experiment=experiment, task=task, model=model, init=init, token_map=token_map,
+                                 fraction=str(float(fraction)), seed=seed))
+        return runs
+
+    def _train_runtime_minutes(self):
+        runtime = self.config["resources"]["train_runtime"]
+        try:
+            return parse_timespan(runtime) / 60
+        except InvalidTimespan:
+            raise ConfigError("resources.train_runtime", f"'{runtime}' is not a duration such as '90m' or '2h'") from None
+
+    # -- what a training job asks the scheduler for --
+
+    def train_gpus(self):
+        """One GPU unless the config trains on the CPU: locally `--resources gpu=N` runs at most N
+        at once and each job takes a GPU of its own (gpu_slots.py); SLURM gets it as --gpus."""
+        return 0 if self.config["device"] == "cpu" else 1
+
+    def train_mem_mb(self, attempt=1):
+        """A retried job (`retries`, as in profiles/slurm) gets the config's memory and time times its
+        attempt: it failed for lack of one of them, and resumes from its saved state."""
+        return self.config["resources"]["train_mem_mb"] * attempt
+
+    def train_runtime(self, attempt=1):
+        return f"{round(self.train_runtime_minutes * attempt)}m"
+
+    # -- cross-checks: what the schema cannot see, each one line naming the key --
+
+    def _check_runs(self):
+        config = self.config
+        for run in self.runs:
+            where = f"experiments.{run['experiment']}"
+            if run["task"] not in config["tasks"]:
+                raise ConfigError(where, f"unknown task '{run['task']}'")
+            checkpoint = split_checkpoint(run["model"])
+            if checkpoint:
+                name, step = checkpoint
+                if name not in config["pretrain"] or step not in config["pretrain"][name]["steps"]:
+                    raise ConfigError(where, f"'{run['model']}' is not a configured pre-training checkpoint")
+            elif run["model"] not in config["models"]:
+                raise ConfigError(where, f"unknown model '{run['model']}'")
+            text = self.is_text_task(run["task"])
+            if bool(TEXT_TOKEN_MAPS.fullmatch(run["token_map"])) != text:
+                kind = "text" if text else "non-text"
+                raise ConfigError(where, f"token map '{run['token_map']}' does not apply to {kind} task '{run['task']}'")
+            if run["token_map"].startswith("most-frequent"):
+                corpus = config["token_maps"].get("corpus")
+                if corpus is None:
+                    raise ConfigError("token_maps.corpus", f"experiment '{run['experiment']}' uses most-frequent, "
+                                      "which counts the tokens of this source: name one of `sources`")
+                if corpus not in config["sources"]:
+                    raise ConfigError("token_maps.corpus", f"unknown source '{corpus}'")
+
+    def _check_tasks(self):
+        for task, spec in self.config["tasks"].items():
+            if spec["source"] not in self.config["sources"]:
+                raise ConfigError(f"tasks.{task}.source", f"unknown source '{spec['source']}'")
+
+    def _check_pretrain(self):
+        config = self.config
+        for name, spec in config["pretrain"].items():
+            where = f"pretrain.{name}"
+            if spec.get("tokenizer") and spec["tokenizer"] not in config["models"]:
+                raise ConfigError(f"{where}.tokenizer", f"unknown model '{spec['tokenizer']}'")
+            if self.is_fetched(name):
+                unit = spec.get("step_unit", 1000)
+                if bad := [s for s in spec["steps"] if s % unit]:
+                    raise ConfigError(f"{where}.steps", f"{bad} are not multiples of step_unit {unit}")
+            elif spec["corpus"] not in config["sources"]:
+                raise ConfigError(f"{where}.corpus", f"unknown source '{spec['corpus']}'")
+
+    def _check_paper_figures(self):
+        config = self.config
+        known = {"experiment": set(config["experiments"]), "pretrain": set(config["pretrain"]),
+                 "model": set(config["models"]) | {run["model"] for run in self.runs}}
+        names = [spec["name"] for spec in config["paper_figures"]]
+        for spec in config["paper_figures"]:
+            where = f"paper_figures.{spec['name']}"
+            if names.count(spec["name"]) > 1:
+                raise ConfigError(where, "two figures have this name")
+            for row in spec["rows"]:
+                if unknown := [task for task in row["tasks"] if task not in config["tasks"]]:
+                    raise ConfigError(where, f"unknown task '{unknown[0]}'")
+                for curve in row["curves"]:
+                    for key, defined in known.items():
+                        if key in curve and curve[key] not in defined:
+                            raise ConfigError(where, f"curve '{curve['label']}': unknown {key} '{curve[key]}'")
+
+    # -- tasks, models and vocabularies --
+
+    def is_text_task(self, task):
+        return self.config["tasks"][task]["reader"] in TEXT_READERS
+
+    def is_fetched(self, name):
+        """A `pretrain` series with `source: hub` names published checkpoints instead of training."""
+        return self.config["pretrain"][name].get("source", "train") == "hub"
+
+    def trained_series(self):
+        return [name for name in self.config["pretrain"] if not self.is_fetched(name)]
+
+    def fetched_checkpoints(self):
+        """`<series>@<step>` of every step of every fetched series: models under <results>/models/."""
+        return [f"{name}@{step}" for name, spec in self.config["pretrain"].items() if self.is_fetched(name)
+                for step in spec["steps"]]
+
+    def model_dir(self, model):
+        checkpoint = split_checkpoint(model)
+        if checkpoint and not self.is_fetched(checkpoint[0]):
+            return self.paths.checkpoint.format(name=checkpoint[0], step=checkpoint[1])
+        return self.paths.model.format(model=model)
+
+    def vocabulary_of(self, model):
+        """The model whose tokenizer a model reads: itself, or its series' `tokenizer` (a fetched
+        series without one: its first step)."""
+        checkpoint = split_checkpoint(model)
+        if not checkpoint:
+            return model
+        spec = self.config["pretrain"][checkpoint[0]]
+        return spec.get("tokenizer") or f"{checkpoint[0]}@{min(spec['steps'])}"
+
+    def model_spec(self, model):
+        """The `models` entry of a model; for a step of a fetched series, the entry of that step:
+        `{step}` in `id` and `revision` is the step divided by `step_unit` (default 1000:
+        MultiBERTs' `step_20k` is step 20000)."""
+        checkpoint = split_checkpoint(model)
+        if not checkpoint:
+            return self.config["models"][model]
+        name, step = checkpoint
+        spec = self.config["pretrain"][name]
+        value = step // spec.get("step_unit", 1000)
+        fetched = {"source": "hub", "id": spec["id"].format(step=value)}
+        if spec.get("revision"):
+            fetched["revision"] = spec["revision"].format(step=value)
+        if spec.get("sha256", {}).get(str(step)):
+            fetched["sha256"] = spec["sha256"][str(step)]
+        return fetched
+
+    def vocabularies(self):
+        """Every vocabulary a token file or token map is built for."""
+        models = {run["model"] for run in self.runs} | {spec["tokenizer"] for spec in self.config["pretrain"].values()
+                                                         if spec.get("tokenizer")}
+        return {self.vocabulary_of(model) for model in models} | {NATIVE}
+
+    # -- what each stage reads: a job's inputs from its wildcards --
+
+    def preprocess_inputs(self, task, vocab):
+        inputs = {"raw": self.paths.raw.format(source=self.config["tasks"][task]["source"])}
+        if vocab != NATIVE:
+            inputs["tokenizer"] = self.paths.model.format(model=vocab)
+        return inputs
+
+    def corpus_inputs(self, source, vocab):
+        return {"raw": self.paths.raw.format(source=source), "tokenizer": self.paths.model.format(model=vocab)}
+
+    def token_map_inputs(self, token_map, task, vocab):
+        inputs = {"tokens": self.tokens_file(task, vocab), "tokenizer": self.paths.model.format(model=vocab)}
+        if token_map.startswith("most-frequent"):  # counts the corpus as prepared for this vocabulary
+            inputs["corpus"] = self.paths.corpus.format(source=self.config["token_maps"]["corpus"], vocab=vocab)
+        return inputs
+
+    def pretrain_inputs(self, name, step):
+        spec = self.config["pretrain"][name]
+        inputs = {"corpus": self.paths.corpus.format(source=spec["corpus"], vocab=spec["tokenizer"]),
+                  "tokenizer": self.paths.model.format(model=spec["tokenizer"])}
+        earlier = [s for s in spec["steps"] if s < int(step)]
+        if earlier:  # continues from the configured step before this one
+            inputs["previous"] = self.paths.checkpoint.format(name=name, step=max(earlier))
+        return inputs
+
+    def finetune_inputs(self, experiment, task, model, init, token_map, fraction, seed):
+        vocab = self.vocabulary_of(model)
+        return {"tokens": self.tokens_file(task, vocab),
+                "token_map": self.paths.token_map.format(token_map=token_map, task=task, vocab=vocab),
+                "model": self.model_dir(model)}
+
+    def run_of(self, experiment, task, model, init, token_map, fraction, seed):
+        """A run's coordinates from its wildcards (strings): as `runs` holds them."""
+        return dict(experiment=experiment, task=task, model=model, init=init, token_map=token_map,
+                    fraction=fraction, seed=int(seed))
+
+    def tokens_file(self, task, vocab):
+        """Text tasks are tokenised per model vocabulary; non-text tasks have one native vocabulary."""
+        return self.paths.tokens.format(task=task, vocab=vocab if self.is_text_task(task) else NATIVE)
+
+    def task_spec(self, task):
+        """What preprocessing reads of a task: everything but its training settings, metric and
+        worker count, so tuning a task does not rebuild its token file."""
+        return {k: v for k, v in self.config["tasks"][task].items() if k not in ("training", "metric", "workers")}
+
+    def pretrain_spec(self, name):
+        spec = dict(self.config["pretrain"][name])
+        spec.setdefault("total_steps", max(spec["steps"]))
+        return spec
+
+    def hparams(self, experiment, task):
+        """Training settings of a run: defaults < task < experiment, plus the task's metric (which
+        early stopping selects on). Only what the run uses, so editing one task reruns only its jobs."""
+        task_spec = self.config["tasks"][task]
+        return {**self.config["training"], **task_spec.get("training", {}),
+                **self.config["experiments"][experiment].get("training", {}), "metric": task_spec["metric"]}
+
+    # -- runs --
+
+    def run_dir(self, run):
+        return self.paths.run.format(**run)
+
+    def sources_in_grid(self):
+        """The sources the configured runs read: their tasks', the corpus of most-frequent token
+        maps, and the corpora of the series they pre-train."""
+        config = self.config
+        names = {config["tasks"][run["task"]]["source"] for run in self.runs}
+        if any(run["token_map"].startswith("most-frequent") for run in self.runs):
+            names.add(config["token_maps"]["corpus"])
+        series = {checkpoint[0] for run in self.runs if (checkpoint := split_checkpoint(run["model"]))}
+        return names | {config["pretrain"][name]["corpus"] for name in series if not self.is_fetched(name)}
+
+    def has_pretrain_runs(self):
+        return any(split_checkpoint(run["model"]) for run in self.runs)
+
+    # -- aggregation --
+
+    def overview_figures(self, kind):
+        """Without `paper_figures`, one figure of each kind over every run: `loss` (training loss)
+        and `steps` (the metric against pre-training steps, where runs start from a series)."""
+        if self.config["paper_figures"] or (kind == "steps" and not self.has_pretrain_runs()):
+            return []
+        return [{"loss": "loss_curves", "steps": "pretrain_steps"}[kind]]
+
+    def paper_table_paths(self):
+        """The paper's tables, where `paper_rows` says which grid cell each printed row is."""
+        if not self.config["paper_rows"]:
+            return []
+        return [f"{self.paths.tables}/paper.{suffix}" for suffix in ("md", "csv", "tex")]
+
+    def wildcard_constraints(self):
+        """A regular expression per wildcard: exactly the names the config defines."""
+        config = self.config
+        return {
+            "source": alternatives(config["sources"]),
+            "model": alternatives({run["model"] for run in self.runs} | set(config["models"])
+                                  | set(self.fetched_checkpoints())),
+            "name": alternatives(config["pretrain"]),
+            "step": r"\d+",
+            "task": alternatives(config["tasks"]),
+            "vocab": alternatives(self.vocabularies()),
+            "token_map": alternatives({run["token_map"] for run in self.runs}),
+            "experiment": alternatives(config["experiments"]),
+            "init": alternatives({run["init"] for run in self.runs}),
+            "fraction": alternatives({run["fraction"] for run in self.runs}),
+            "seed": r"\d+",
+        }
+
+
+def dumps(value):
+    """A spec or setting as one stable JSON string (for a rule's params and command line)."""
+    return json.dumps(value, sort_keys=True)
