@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossdisc import preprocess, sources, tokens
+from crossdisc import download, preprocess, tokens
 
 COMPOSERS = ["bach", "palestrina", "monteverdi"]
 MIDI_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 64, "max_length": 64,
@@ -40,7 +40,7 @@ def music21_midi(out, composers, pieces):
     out = Path(out)
     if not (out / "metadata.csv").exists():
         out.mkdir(parents=True, exist_ok=True)
-        sources._music21({"composers": composers, "pieces_per_composer": pieces, "seed": 100}, out)
+        download._music21({"composers": composers, "pieces_per_composer": pieces, "seed": 100}, out)
     return out
 
 

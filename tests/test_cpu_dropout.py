@@ -174,6 +174,10 @@ def test_a_model_with_cpu_dropout_keeps_its_weights_and_eval_outputs(tiny_bert):
 def test_dropout_runs_under_the_profiler_recording_input_shapes():
     """The profiler records every argument of the autograd function, the 64-bit key included."""
     x = torch.randn(64, 64, requires_grad=True)
-    with torch.profiler.profile(record_shapes=True):
+    with torch.profiler.profile(record_shapes=True) as profile:
         for _ in range(20):  # keys of both signs
             hash_dropout(x, 0.1, 1 / 0.9).sum().backward()
+    recorded = [event for event in profile.events() if "_KernelDropout" in event.name]
+    assert recorded and all(event.input_shapes[0] == [64, 64] for event in recorded if event.input_shapes)
+    kept = x.grad / 20  # each element's gradient is its scale times the share of the 20 draws that kept it
+    assert torch.allclose(kept.mean(), torch.tensor(1.0), atol=0.05) and kept.min() < kept.max()

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossdisc import preprocess, sources, tokens
+from crossdisc import download, preprocess, tokens
 from crossdisc.errors import InputError
 from test_preprocess import write_midi
 
@@ -275,7 +275,7 @@ def test_tape_archive_unpacks_into_its_task_folder_and_labels_come_out_of_one_el
     with tarfile.open(tmp_path / "fluorescence.tar.gz", "w:gz") as archive:
         archive.add(DATA / "tape" / "fluorescence", arcname="fluorescence")
     spec = {"type": "url", "extract": True, "files": [{"url": (tmp_path / "fluorescence.tar.gz").as_uri()}]}
-    sources.build_source(spec, tmp_path / "raw")
+    download.build_source(spec, tmp_path / "raw")
     task = dict(FLUORESCENCE, split_sizes={"train": 6, "dev": 2, "test": 3})
     preprocess.preprocess("fluorescence", task, tmp_path / "raw", tmp_path / "t.parquet")
     frame, meta = read(tmp_path / "t.parquet")

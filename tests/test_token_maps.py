@@ -1,11 +1,18 @@
 import numpy as np
 import pytest
 
-from crossdisc import token_maps, tokens
+from crossdisc import corpus, token_maps, tokens
 from crossdisc.errors import InputError
 
 TEXT = {"task": "t", "vocabulary": "text", "vocab_size": 30522}
 DNA = {"task": "dna", "vocabulary": "native", "vocab_size": 7, "symbols": tokens.native_vocabulary("ACGT")}
+
+
+def prepared_corpus(tmp_path, text, tokenizer):
+    """`text` as a corpus.txt prepared for `tokenizer` (what most-frequent counts)."""
+    (tmp_path / "corpus.txt").write_text(text)
+    corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "corpus.parquet")
+    return tmp_path / "corpus.parquet"
 
 
 def test_shift_maps_every_id_including_specials_and_padding(tokenizer):
@@ -45,9 +52,8 @@ def test_unused_uses_bert_unused_slots_and_model_specials(tokenizer):
 
 
 def test_most_frequent_assigns_symbols_to_the_most_frequent_non_special_tokens(tokenizer, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the the the cat cat sat\non the mat\n")
-    counts = token_maps.count_tokens(corpus, tokenizer)
+    counts = token_maps.count_tokens(prepared_corpus(tmp_path, "the the the cat cat sat\non the mat\n", tokenizer),
+                                     tokenizer)
     table = token_maps.build_table("most-frequent", DNA, tokenizer, seed=100, token_counts=counts)
     assert tokenizer.convert_ids_to_tokens(table[3:5].tolist()) == ["the", "cat"]
     assert len(set(table)) == 7
@@ -80,8 +86,7 @@ def test_text_maps_are_bijections_that_round_trip(tokenizer, strategy):
 
 @pytest.mark.parametrize("strategy", ["most-frequent", "random-real", "unused", "random-real+model-specials"])
 def test_native_maps_are_injective_on_the_ids_they_touch(tokenizer, strategy, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog again and again\n")
+    corpus = prepared_corpus(tmp_path, "the quick brown fox jumps over the lazy dog again and again\n", tokenizer)
     table = token_maps.build_table(strategy, DNA, tokenizer, seed=100, token_counts=token_maps.count_tokens(corpus, tokenizer))
     assert len(table) == DNA["vocab_size"] and len(set(table.tolist())) == len(table)
     assert table.max() < 30522

@@ -114,11 +114,16 @@ def test_a_killed_finetune_resumes_to_the_metrics_of_an_uninterrupted_run(task_f
     assert pd.read_parquet(tmp_path / "run" / "curve.parquet").equals(pd.read_parquet(tmp_path / "ref" / "curve.parquet"))
 
 
-def write_corpus(path):
+def prepared_corpus(tmp_path, tokenizer_dir):
+    """Eight documents of twelve sentences, prepared for pre-training (`crossdisc prepare-corpus`)."""
+    from crossdisc.corpus import prepare_corpus
+    from crossdisc.models import load_tokenizer
+
     documents = ["\n".join(f"Document {d} sentence {s} talks about the number {d * s} and more." for s in range(12))
                  for d in range(8)]
-    path.write_text("\n\n".join(documents) + "\n")
-    return path
+    (tmp_path / "corpus.txt").write_text("\n\n".join(documents) + "\n")
+    prepare_corpus(tmp_path / "corpus.txt", load_tokenizer(tokenizer_dir), tmp_path / "corpus.parquet")
+    return tmp_path / "corpus.parquet"
 
 
 PRETRAIN_HP = {"max_length": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2}
@@ -128,7 +133,7 @@ ARCH = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "in
 def test_pretraining_chain_gives_the_checkpoints_of_one_uninterrupted_run(tmp_path, tiny_bert):
     from safetensors.torch import load_file
 
-    corpus = write_corpus(tmp_path / "corpus.txt")
+    corpus = prepared_corpus(tmp_path, tiny_bert)
     run = lambda step, out, previous=None: pretrain.pretrain(corpus, tiny_bert, ARCH, out, step, 8, PRETRAIN_HP,
                                                              previous_dir=previous)
     run(0, tmp_path / "step-0")
@@ -145,7 +150,7 @@ def test_pretraining_chain_gives_the_checkpoints_of_one_uninterrupted_run(tmp_pa
 
 def test_a_checkpoint_loads_as_a_classifier(tmp_path, tiny_bert):
     run_dir = tmp_path / "step-2"
-    pretrain.pretrain(write_corpus(tmp_path / "corpus.txt"), tiny_bert, ARCH, run_dir, 2, 2, PRETRAIN_HP)
+    pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert), tiny_bert, ARCH, run_dir, 2, 2, PRETRAIN_HP)
     model = build_classifier(run_dir, "pretrained", 3, seed=0)
     from crossdisc.models import load_tokenizer
 
@@ -157,11 +162,7 @@ def test_a_killed_pretraining_resumes_to_the_checkpoint_of_an_uninterrupted_run(
     the same weights as a run that was never interrupted."""
     from safetensors.torch import load_file
 
-    from crossdisc.corpus import prepare_corpus
-    from crossdisc.models import load_tokenizer
-
-    prepared = tmp_path / "corpus.parquet"
-    prepare_corpus(write_corpus(tmp_path / "corpus.txt"), load_tokenizer(tiny_bert), prepared)
+    prepared = prepared_corpus(tmp_path, tiny_bert)
     spec = {"architecture": ARCH, "total_steps": 30, "seed": 100,
             "training": {**PRETRAIN_HP, "checkpoint_every": 2}}
 

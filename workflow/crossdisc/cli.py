@@ -41,7 +41,7 @@ def _commands():
     p.add_argument("--strategy", required=True)
     p.add_argument("--tokens", required=True)
     p.add_argument("--tokenizer", required=True)
-    p.add_argument("--corpus", help="text corpus for most-frequent: corpus.txt or a prepared corpus")
+    p.add_argument("--corpus", help="prepared corpus (prepare-corpus) whose token counts define most-frequent")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--out", required=True)
 
@@ -51,7 +51,7 @@ def _commands():
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("pretrain", help="MLM pre-training up to one checkpoint")
-    p.add_argument("--corpus", required=True, help="a prepared corpus (prepare-corpus) or a corpus.txt")
+    p.add_argument("--corpus", required=True, help="a prepared corpus (prepare-corpus)")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--spec", type=_json, required=True)
     p.add_argument("--step", type=int, required=True)

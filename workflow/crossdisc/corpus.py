@@ -113,10 +113,6 @@ def read_meta(path):
     return json.loads(raw)
 
 
-def is_prepared(path):
-    return Path(path).suffix == ".parquet"
-
-
 def check_tokenizer(path, tokenizer):
     """Fail unless the prepared corpus was tokenised with this tokenizer's vocabulary."""
     meta = read_meta(path)
@@ -126,17 +122,10 @@ def check_tokenizer(path, tokenizer):
     return meta
 
 
-def read_documents(path, tokenizer=None):
-    """Documents of a corpus as lists of sentence id lists: read from a prepared Parquet file
-    (checked against tokenizer when given), or prepared in memory from a corpus.txt."""
-    if is_prepared(path):
-        if tokenizer is not None:
-            check_tokenizer(path, tokenizer)
-        return pq.read_table(path, columns=["sentences"]).column("sentences").to_pylist()
-    if tokenizer is None:
-        raise InputError(path, "a text corpus needs a tokenizer")
-    kept = deduplicate(split_documents(Path(path).read_text()))
-    return tokenize([sentences for _, _, sentences in kept], tokenizer)
+def read_documents(path, tokenizer):
+    """Documents of a prepared corpus as lists of sentence id lists, checked against tokenizer."""
+    check_tokenizer(path, tokenizer)
+    return pq.read_table(path, columns=["sentences"]).column("sentences").to_pylist()
 
 
 def token_ids(path):

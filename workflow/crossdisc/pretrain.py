@@ -83,7 +83,7 @@ def mlm_model(config, device):
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
              previous_dir=None, state_dir=None, device="auto"):
     """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus
-    (`crossdisc prepare-corpus`, checked against the tokenizer) or a corpus.txt prepared in memory."""
+    (`crossdisc prepare-corpus`), checked against the tokenizer."""
     from transformers import BertConfig
 
     hp = {**DEFAULTS, **hparams}

@@ -96,16 +96,10 @@ def read_table(path):
 
 
 def count_tokens(corpus_path, tokenizer):
-    """Token frequencies of a text corpus under the model tokenizer (for `most-frequent`): of a
-    prepared corpus (Parquet, from `crossdisc prepare-corpus`, duplicates dropped; checked against
-    the tokenizer) or of a corpus.txt tokenised here (every line counted)."""
+    """Token frequencies of a prepared corpus (`crossdisc prepare-corpus`: duplicates dropped;
+    checked against the tokenizer) under the model tokenizer, for `most-frequent`."""
     from . import corpus
 
-    if corpus.is_prepared(corpus_path):
-        corpus.check_tokenizer(corpus_path, tokenizer)
-        ids = corpus.token_ids(corpus_path)
-    else:
-        tokenised = tokenizer(corpus.read_sentences(corpus_path), add_special_tokens=False)["input_ids"]
-        ids = np.concatenate([np.asarray(i, dtype=np.int64) for i in tokenised] or [np.zeros(0, np.int64)])
-    counts = np.bincount(ids, minlength=len(tokenizer))
+    corpus.check_tokenizer(corpus_path, tokenizer)
+    counts = np.bincount(corpus.token_ids(corpus_path), minlength=len(tokenizer))
     return pd.DataFrame({"id": np.arange(len(counts)), "count": counts})

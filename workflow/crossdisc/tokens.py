@@ -22,7 +22,7 @@ from .files import atomic_path
 PREPROCESS_VERSION = 2
 SPLITS = ("train", "dev", "test")
 NATIVE_SPECIALS = ("[PAD]", "[CLS]", "[SEP]")
-PAD, CLS, SEP = 0, 1, 2
+CLS, SEP = 1, 2  # ids of NATIVE_SPECIALS; [PAD] is 0
 
 SCHEMA_FIELDS = [
     pa.field("id", pa.string()),
