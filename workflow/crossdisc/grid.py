@@ -91,7 +91,7 @@ class Layout:
         self.run_id = "{experiment}/{task}/{model}/{init}/{token_map}/{fraction}/seed-{seed}"
         self.run = f"{results}/runs/{self.run_id}"
         # resumable training state, outside every declared output (Snakemake deletes those first)
-        self.run_state = f"{results}/state/{self.run_id}"
+        self.run_state = f"{results}/state/runs/{self.run_id}"
         self.pretrain_state = f"{results}/state/pretrain/{{name}}/step-{{step}}"
         self.logs = f"{results}/logs"
         self.benchmarks = f"{results}/benchmarks"
