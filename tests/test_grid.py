@@ -102,6 +102,9 @@ def test_the_grid_is_every_combination_of_each_experiment(config):
 def test_paths_follow_the_layout(config):
     grid = Grid(config)
     assert grid.run_dir(grid.runs[0]) == "results/runs/shifted-text/word-order/tiny/pretrained/shift-1000/1.0/seed-100"
+    # resumable state outside the declared outputs, where earlier releases left it
+    assert grid.paths.run_state.format(**grid.runs[0]) == \
+        "results/state/runs/shifted-text/word-order/tiny/pretrained/shift-1000/1.0/seed-100"
     assert grid.model_dir("tiny") == "results/models/tiny"
     assert grid.model_dir("mini-bert@3") == "results/pretrain/mini-bert/step-3"
     assert grid.tokens_file("word-order", "tiny") == "results/tokens/word-order/tiny.parquet"
