@@ -93,8 +93,6 @@ class Layout:
         # resumable training state, outside every declared output (Snakemake deletes those first)
         self.run_state = f"{results}/state/runs/{self.run_id}"
         self.pretrain_state = f"{results}/state/pretrain/{{name}}/step-{{step}}"
-        self.logs = f"{results}/logs"
-        self.benchmarks = f"{results}/benchmarks"
         self.tables = f"{results}/tables"
         self.figures = f"{results}/figures"
 
