@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, snakemake, tiny_config, write_config
+from conftest import REPO, plan, snakemake, tiny_config, write_config
 from crossdisc.errors import ConfigError
 from crossdisc.grid import Grid, validate
 
@@ -130,6 +130,48 @@ def test_each_jobs_inputs(config):
     assert grid.run_of(**run) == grid.runs[-1]
 
 
+def test_run_seeded_random_tables_are_one_per_seed_and_the_others_stay_shared(config):
+    config["token_maps"]["seed"] = "run"
+    config["experiments"]["steps"]["seeds"] = [100, 101]
+    grid = Grid(config)
+    tables = {(r["token_map"], r["seed"]): grid.finetune_inputs(**r)["token_map"] for r in grid.runs
+              if r["task"] == "dna"}
+    assert tables[("random-real", 101)] == "results/token_maps/random-real/dna/tiny/seed-101.parquet"
+    assert tables[("random-real", 100)] == "results/token_maps/random-real/dna/tiny/seed-100.parquet"
+    assert tables[("most-frequent", 101)] == "results/token_maps/most-frequent/dna/tiny.parquet"
+
+
+def test_snakemake_builds_a_run_seeded_table_per_seed(tmp_path, tiny_bert):
+    config = tiny_config("results", tiny_bert)
+    config["token_maps"]["seed"] = "run"
+    config["experiments"]["steps"]["seeds"] = [100, 101]
+    jobs = plan(tmp_path, write_config(tmp_path / "seeded.yaml", config))
+    assert sorted(path for path, rule in jobs.items() if rule == "run_seeded_token_map") == [
+        f"results/token_maps/random-real/dna/tiny/seed-{seed}.parquet" for seed in (100, 101)]
+    assert "results/token_maps/most-frequent/dna/tiny.parquet" in jobs
+
+
+def test_a_search_runs_every_combination_of_its_settings_under_its_own_name(config):
+    config["experiments"]["steps"]["search"] = {"lr": [1e-5, 1e-6], "batch_size": [4, 8, 16]}
+    grid = Grid(config)
+    points = [r["experiment"] for r in grid.runs if r["experiment"].startswith("steps")]
+    assert points[:2] == ["steps.lr-1e-05.batch_size-4"] * 2 and len(points) == 2 * 3 * 2  # x 2 checkpoints
+    assert grid.hparams("steps.lr-1e-06.batch_size-16", "dna") == {
+        **grid.hparams("shifted-text", "dna"), "lr": 1e-6, "batch_size": 16, "score_train": True}
+    assert grid.searches()["steps"]["points"]["steps.lr-1e-06.batch_size-8"] == {"lr": 1e-6, "batch_size": 8}
+    assert grid.searches()["steps"]["select_on"] == {"split": "train"}
+    assert re.fullmatch(grid.wildcard_constraints()["experiment"], "steps.lr-1e-05.batch_size-8")
+    assert not re.fullmatch(grid.wildcard_constraints()["experiment"], "steps")
+    assert grid.search_table_paths() == ["results/tables/search.md", "results/tables/search.csv"]
+
+
+def test_a_search_value_that_is_no_valid_training_setting_is_one_line(config):
+    config["experiments"]["steps"]["search"] = {"lr": [1e-5, -1.0]}
+    assert error_of(config) == "config: experiments.steps.search.lr: -1.0 is less than or equal to the minimum of 0"
+    config["experiments"]["steps"]["search"] = {"learning_rate": [1e-5]}
+    assert error_of(config).startswith("config: experiments.steps.search: Additional properties are not allowed")
+
+
 def test_training_settings_merge_defaults_then_task_then_experiment(config):
     config["training"]["batch_size"] = 8
     config["tasks"]["dna"]["training"] = {"lr": 1e-4, "epochs": 5}
@@ -174,11 +216,6 @@ def test_training_resources_scale_with_the_attempt_and_a_cpu_run_asks_for_no_gpu
     assert (grid.train_gpus(), grid.train_mem_mb(), grid.train_runtime()) == (1, 3000, "90m")
     assert (grid.train_mem_mb(2), grid.train_runtime(2)) == (6000, "180m")
     assert Grid({**config, "device": "cpu"}).train_gpus() == 0
-
-
-def test_the_paper_config_is_a_valid_grid():
-    grid = Grid(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
-    assert len(grid.runs) == 249
 
 
 def test_snakemake_ends_on_the_config_errors_one_line(tmp_path):

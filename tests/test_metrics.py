@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -36,3 +37,10 @@ def test_regression_metrics_are_pearson_and_spearman():
     result = metrics.evaluate("regression", y, p)
     assert result["spearman"] == pytest.approx(stats.spearmanr(y, p)[0])
     assert result["pearson"] == pytest.approx(stats.pearsonr(y, p)[0])
+
+
+def test_subsets_are_scored_apart_and_the_headline_is_their_mean():
+    frame = pd.DataFrame({"label": [0, 1, 0, 1], "group": list("abcd"), "subset": ["matched"] * 2 + ["mismatched"] * 2})
+    result = metrics.score(frame, np.array([0, 1, 1, 1]), "classification", "accuracy")
+    assert result["matched"]["accuracy"] == 1.0 and result["mismatched"]["accuracy"] == 0.5
+    assert result["accuracy"] == 0.75

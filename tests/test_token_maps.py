@@ -3,6 +3,7 @@ import pytest
 
 from crossdisc import corpus, token_maps, tokens
 from crossdisc.errors import InputError
+from crossdisc.grid import RANDOM_TABLES
 
 TEXT = {"task": "t", "vocabulary": "text", "vocab_size": 30522}
 DNA = {"task": "dna", "vocabulary": "native", "vocab_size": 7, "symbols": tokens.native_vocabulary("ACGT")}
@@ -97,3 +98,13 @@ def test_model_specials_suffix_keeps_the_models_own_specials(tokenizer):
     table = token_maps.build_table("random-real+model-specials", DNA, tokenizer, seed=100)
     assert table[:3].tolist() == [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
     assert np.array_equal(table[3:], authors[3:])
+
+
+@pytest.mark.parametrize("strategy, meta", [("identity", TEXT), ("shift-1000", TEXT), ("unused", DNA),
+                                            ("most-frequent", DNA), ("random-shift", TEXT), ("random-real", DNA)])
+def test_only_the_random_tables_depend_on_the_seed(tokenizer, strategy, meta, tmp_path):
+    # grid.RANDOM_TABLES names the tables a run-seeded config draws per seed; the others are shared
+    corpus = prepared_corpus(tmp_path, "the quick brown fox jumps over the lazy dog again and again\n", tokenizer)
+    counts = token_maps.count_tokens(corpus, tokenizer)
+    first, second = (token_maps.build_table(strategy, meta, tokenizer, seed, counts) for seed in (100, 101))
+    assert np.array_equal(first, second) == (strategy not in RANDOM_TABLES)

@@ -232,10 +232,3 @@ def test_stop_loss_ends_training_once_the_loss_has_converged(task_files, tiny_be
     curve = pd.read_parquet(tmp_path / "run" / "curve.parquet")
     assert summary["steps"] == len(curve) < 400
     assert curve["loss"].tail(5).mean() < 0.2
-
-
-def test_subsets_are_scored_apart_and_the_headline_is_their_mean():
-    frame = pd.DataFrame({"label": [0, 1, 0, 1], "group": list("abcd"), "subset": ["matched"] * 2 + ["mismatched"] * 2})
-    result = finetune.score(frame, np.array([0, 1, 1, 1]), "classification", "accuracy")
-    assert result["matched"]["accuracy"] == 1.0 and result["mismatched"]["accuracy"] == 0.5
-    assert result["accuracy"] == 0.75

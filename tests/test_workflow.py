@@ -84,11 +84,24 @@ def test_the_papers_tables_show_our_number_beside_the_published_one(finished_run
     assert "\\begin{tabular}" in (workdir / "results/tables/paper.tex").read_text()
 
 
+def test_the_paired_comparisons_pair_the_runs_seed_by_seed(finished_run):
+    workdir, _ = finished_run
+    table = pd.read_csv(workdir / "results/tables/comparisons.csv")
+    init = table.query("comparison == 'pretrained vs scratch'")
+    assert sorted(init["task"]) == ["composer", "dna", "protein", "word-order"]
+    two_seeds = init.query("task != 'word-order'")
+    assert (two_seeds["seeds"] == 2).all() and two_seeds["seed_low"].notna().all()
+    assert (init["test_low"] <= init["diff"] + 0.05).all() and (init["diff"] <= init["test_high"] + 0.05).all()
+    step = table.query("comparison == 'checkpoint vs step 0'").iloc[0]
+    assert (step["task"], step["model"], step["seeds"]) == ("dna", "mini-bert@3 − @0", 1)
+    assert "| pretrained vs scratch | composer |" in (workdir / "results/tables/comparisons.md").read_text()
+
+
 def test_the_report_holds_the_table_and_figures(finished_run):
     workdir, configfile = finished_run
     snakemake(workdir, configfile, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text(errors="replace")
-    assert "results.csv" in html and "loss_curves.png" in html
+    assert "results.csv" in html and "loss_curves.png" in html and "comparisons.csv" in html
 
 
 def test_nothing_reruns_after_a_finished_run(finished_run):

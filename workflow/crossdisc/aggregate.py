@@ -11,8 +11,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .comparisons import compare  # noqa: E402
+from .comparisons import to_latex as comparisons_latex  # noqa: E402
+from .comparisons import to_markdown as comparisons_markdown  # noqa: E402
 from .files import atomic_path, write_text  # noqa: E402
 from .grid import PUBLISHED, RUN_KEYS  # noqa: E402
 
@@ -48,14 +52,14 @@ def _fraction(value):
 
 def collect(metrics_paths):
     """One row per run: its grid coordinates (as its metrics.json records them), headline metrics
-    (fractions) and directory."""
+    (fractions), directory, and `scores`, every metric of every scored split."""
     rows = []
     for path in metrics_paths:
         summary = json.loads(Path(path).read_text())
         rows.append({**{key: summary["run"][key] for key in RUN_KEYS}, "metric": summary["metric"], "test": summary["test"], "dev": summary["dev"],
                      "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                     "run_dir": str(Path(path).parent)})
-    columns = RUN_KEYS + ["metric", "test", "dev", "steps", "train_seconds", "run_dir"]
+                     "run_dir": str(Path(path).parent), "scores": summary.get("metrics", {})})
+    columns = RUN_KEYS + ["metric", "test", "dev", "steps", "train_seconds", "run_dir", "scores"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -80,13 +84,17 @@ def to_markdown(cells):
 
 
 def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_paths=(), paper_rows=(),
-              paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=(), published=None):
+              paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=(), published=None,
+              comparisons=(), comparison_paths=(), searches=None, search_paths=(), search_figure_paths=()):
     """Write the results table (.md, .csv) of the runs whose metrics.json are given; the paper's
     tables (.md, .csv, .tex) of `paper_rows`; the overview figure of each kind (training loss, and
     the metric against pre-training steps) to its paths; and each `paper_figures` entry to the
     paper_figure_paths named after it (<name>.png, <name>.svg). `missing` lists each planned run
     without metrics (its coordinates and `reason`: 'failed', 'not run'), for the paper tables'
-    notes; `published` the published numbers (default: read published.csv)."""
+    notes; `published` the published numbers (default: read published.csv); `comparisons` the
+    config's contrasts, whose paired comparisons go to comparison_paths (.md, .csv, .tex);
+    `searches` the grid searches (Grid.searches), ranked to search_paths (.md, .csv) and drawn to the
+    search_figure_paths named search_<experiment>."""
     runs = collect(metrics_paths)
     cells = summarise(runs)
     for path in table_paths:
@@ -97,6 +105,18 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
                    ".tex": paper_tables_latex}
         for path in paper_table_paths:
             write_text(path, writers[Path(path).suffix](tables))
+    if comparison_paths:
+        table = compare(runs, comparisons)
+        writers = {".csv": lambda t: t.to_csv(index=False), ".md": comparisons_markdown, ".tex": comparisons_latex}
+        for path in comparison_paths:
+            write_text(path, writers[Path(path).suffix](table))
+    if searches:
+        ranking = search_ranking(runs, searches)
+        for path in search_paths:
+            write_text(path, ranking.to_csv(index=False) if str(path).endswith(".csv") else search_markdown(ranking))
+        for experiment in searches:
+            draw_search(ranking[ranking["experiment"] == experiment],
+                        [p for p in search_figure_paths if Path(p).stem == f"search_{experiment}"])
     overview = overview_figures(runs)
     for kind, paths in (("loss", loss_figure_paths), ("steps", steps_figure_paths)):
         if paths:
@@ -379,3 +399,86 @@ def _step_label(step):
         if step >= size and step % size == 0:
             return f"{step // size}{unit}"
     return str(step)
+
+
+# ---- grid searches ----------------------------------------------------------------------------
+
+
+def search_ranking(runs, searches):
+    """One row per search point, best first within each experiment: its settings, the mean and
+    standard deviation (percent) of the selection metric over its runs (seeds and cells), how many,
+    and whether it is the one selected (the highest mean)."""
+    frames = []
+    for experiment, search in searches.items():
+        split, metric = search["select_on"]["split"], search["select_on"].get("metric")
+        rows = []
+        for point, setting in search["points"].items():
+            chosen = runs[runs["experiment"] == point]
+            values = [scores[split][metric or headline] for scores, headline in zip(chosen["scores"], chosen["metric"])
+                      if (metric or headline) in scores.get(split, {})]
+            name = metric or (chosen["metric"].iloc[0] if len(chosen) else "metric")
+            rows.append({"experiment": experiment, "point": point, **setting, "select_on": f"{split} {name}",
+                         "mean": 100 * pd.Series(values, dtype=float).mean(),
+                         "std": 100 * pd.Series(values, dtype=float).std(), "n": len(values)})
+        ranked = pd.DataFrame(rows).sort_values("mean", ascending=False, na_position="last", kind="stable")
+        ranked["selected"] = [i == 0 and n > 0 for i, n in enumerate(ranked["n"])]
+        frames.append(ranked)
+    ranking = pd.concat(frames, ignore_index=True)
+    ranking[["mean", "std"]] = ranking[["mean", "std"]].round(1)
+    return ranking
+
+
+SEARCH_FIELDS = ["experiment", "point", "select_on", "mean", "std", "n", "selected"]
+
+
+def _setting_keys(ranked):
+    """The training settings a search varies (its ranking's other columns)."""
+    return [k for k in ranked.columns if k not in SEARCH_FIELDS and ranked[k].notna().any()]
+
+
+def search_markdown(ranking):
+    parts = []
+    for experiment, ranked in ranking.groupby("experiment", sort=False):
+        keys = _setting_keys(ranked)
+        lines = [f"### {experiment}: ranked by {ranked['select_on'].iloc[0]} (mean ± sd over runs, percent)", "",
+                 "| rank | " + " | ".join(keys) + " | mean | sd | runs | |", "|" + "---|" * (len(keys) + 5)]
+        for rank, row in enumerate(ranked.itertuples(index=False), 1):
+            values = [str(getattr(row, k)) for k in keys]
+            lines.append(f"| {rank} | " + " | ".join(values) + f" | {row.mean:.1f} | {row.std:.1f} | {row.n} | "
+                         + ("selected |" if row.selected else " |"))
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def draw_search(ranked, paths):
+    """A search's grid: with two settings a heat map of the selection metric (rows the first
+    setting, columns the second, the selected point outlined); otherwise its points as bars."""
+    keys = _setting_keys(ranked)
+    title = f"Grid search {ranked['experiment'].iloc[0]}: {ranked['select_on'].iloc[0]} (%)"
+    if len(keys) == 2:
+        grid = ranked.pivot_table(index=keys[0], columns=keys[1], values="mean", sort=False)
+        fig, ax = plt.subplots(figsize=(1.0 * len(grid.columns) + 3, 0.6 * len(grid.index) + 2), layout="constrained")
+        image = ax.imshow(grid.to_numpy(float), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns], rotation=45, ha="right")
+        ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
+        ax.set(xlabel=keys[1], ylabel=keys[0])
+        for (i, j), value in np.ndenumerate(grid.to_numpy(float)):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="w")
+        best = ranked[ranked["selected"]]
+        if len(best):
+            i, j = list(grid.index).index(best[keys[0]].iloc[0]), list(grid.columns).index(best[keys[1]].iloc[0])
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        fig.colorbar(image, ax=ax)
+    else:
+        labels = [", ".join(f"{k}={row[k]}" for k in keys) for _, row in ranked.iterrows()]
+        fig, ax = plt.subplots(figsize=(6, 0.3 * len(labels) + 1.5), layout="constrained")
+        ax.barh(range(len(labels)), ranked["mean"], xerr=ranked["std"].fillna(0),
+                color=["C3" if s else "C0" for s in ranked["selected"]])
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()
+    ax.set_title(title)
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120)
+    plt.close(fig)

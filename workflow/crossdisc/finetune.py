@@ -63,19 +63,6 @@ def predict(model, frame, table, kind, batch_size, device, autocast):
     return torch.cat(outputs).cpu().numpy() if outputs else np.array([])
 
 
-def score(frame, preds, kind, metric):
-    """Every metric of the split; where the split has subsets (MNLI matched and mismatched), each
-    subset's metrics too, and the headline metric is their mean, as the paper reports MNLI."""
-    result = metrics.evaluate(kind, frame["label"].to_numpy(), preds, frame["group"].to_numpy())
-    subsets = sorted(set(frame["subset"]) - {""}) if "subset" in frame else []
-    if len(subsets) > 1:
-        for name in subsets:
-            part = (frame["subset"] == name).to_numpy()
-            result[name] = score(frame[part], preds[part], kind, metric)
-        result[metric] = float(np.mean([result[name][metric] for name in subsets]))
-    return result
-
-
 def length_grouped(order, lengths, batch_size, generator):
     """Batches of similar length, so dynamic padding pads little: the shuffled order is cut into
     mega-batches, each sorted by length and cut into batches, and the batches are shuffled."""
@@ -193,7 +180,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         done = step == total_steps or converged(curve)
         if hp["early_stopping"] and len(dev) and (step % hp["eval_every"] == 0 or done):
             preds = predict(model, dev, table, kind, 2 * hp["batch_size"], device, autocast)
-            value = score(dev, preds, kind, hp["metric"])[hp["metric"]]
+            value = metrics.score(dev, preds, kind, hp["metric"])[hp["metric"]]
             evaluations.append({"step": step, "dev": value})
             if best is None or value > best["dev"]:  # keep the best dev checkpoint
                 best = {"step": step, "dev": value,
@@ -212,8 +199,9 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     for split, part in (("dev", dev), ("test", test)):
         preds = predict(model, part, table, kind, 2 * hp["batch_size"], device, autocast)
         if len(part):  # a task may have no dev split (or, trained for its curve alone, no test)
-            results[split] = score(part, preds, kind, hp["metric"])
+            results[split] = metrics.score(part, preds, kind, hp["metric"])
         predictions.append(pd.DataFrame({"split": split, "id": part["id"], "group": part["group"],
+                                         "subset": part["subset"] if "subset" in part else "",
                                          "label": part["label"], "prediction": preds}))
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "curve.parquet") as tmp:

@@ -5,7 +5,8 @@ every path is tested directly (tests/test_grid.py).
 
 Names: a *run* is one fine-tuning job, a dict of its coordinates (RUN_KEYS); a *cell* is a run less
 its seed; a *checkpoint* `<series>@<step>` is one step of a `pretrain` series, trained here or, for a
-`source: hub` series, fetched.
+`source: hub` series, fetched; a *search point* is one combination of the training settings an
+experiment's `search` lists, whose runs carry the experiment name `<experiment>.<key>-<value>...`.
 """
 
 import copy
@@ -25,6 +26,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"  # the paper's numbers
 RUN_KEYS = ("experiment", "task", "model", "init", "token_map", "fraction", "seed")
 TEXT_TOKEN_MAPS = re.compile(r"identity|shift-\d+|random-shift")
+RANDOM_TABLES = ("random-shift", "random-real")  # the token maps token_maps.build_table draws from a seed
 NATIVE = "native"  # the vocabulary of non-text token files: the discipline's own symbols
 
 
@@ -68,6 +70,19 @@ def split_checkpoint(model):
     return name, int(step)
 
 
+def search_settings(spec):
+    """An experiment's search points: one training-settings dict per combination of the values its
+    `search` lists, in order; one empty dict without a search."""
+    search = spec.get("search", {})
+    return [dict(zip(search, values)) for values in itertools.product(*search.values())]
+
+
+def point_name(experiment, setting):
+    """A search point's runs' experiment name, `<experiment>.<key>-<value>...` (the experiment's
+    own name without a search)."""
+    return ".".join([experiment] + [f"{key}-{value}" for key, value in setting.items()])
+
+
 def alternatives(names):
     """A regular expression matching exactly the given names (a wildcard constraint)."""
     return "|".join(re.escape(str(n)) for n in sorted(set(names), key=str)) or "(?!)"
@@ -87,6 +102,7 @@ class Layout:
         self.checkpoint = f"{results}/pretrain/{{name}}/step-{{step}}"
         self.tokens = f"{results}/tokens/{{task}}/{{vocab}}.parquet"
         self.token_map = f"{results}/token_maps/{{token_map}}/{{task}}/{{vocab}}.parquet"
+        self.run_seeded_token_map = f"{results}/token_maps/{{token_map}}/{{task}}/{{vocab}}/seed-{{seed}}.parquet"
         self.corpus = f"{results}/corpus/{{source}}/{{vocab}}.parquet"  # tokenised, deduplicated
         self.run_id = "{experiment}/{task}/{model}/{init}/{token_map}/{fraction}/seed-{seed}"
         self.run = f"{results}/runs/{self.run_id}"
@@ -107,18 +123,22 @@ class Grid:
     def __init__(self, config, schema_path=SCHEMA):
         self.config = validate(config, schema_path)
         self.paths = Layout(self.config["results"])
+        self.search_points = {point_name(name, setting): (name, setting)
+                              for name, spec in self.config["experiments"].items() for setting in search_settings(spec)}
         self.runs = self._expand()
         self.train_runtime_minutes = self._train_runtime_minutes()
         self._check_runs()
         self._check_tasks()
         self._check_pretrain()
         self._check_paper_figures()
+        self._check_searches(schema_path)
 
     # -- expansion --
 
     def _expand(self):
         runs = []
-        for experiment, spec in self.config["experiments"].items():
+        for experiment, (name, _) in self.search_points.items():
+            spec = self.config["experiments"][name]
             for task, model, init, token_map, fraction, seed in itertools.product(
                 spec["tasks"], spec["models"], spec["inits"], spec["token_maps"], spec["fractions"], spec["seeds"]
             ):
@@ -153,7 +173,7 @@ class Grid:
     def _check_runs(self):
         config = self.config
         for run in self.runs:
-            where = f"experiments.{run['experiment']}"
+            where = f"experiments.{self.search_points[run['experiment']][0]}"
             if run["task"] not in config["tasks"]:
                 raise ConfigError(where, f"unknown task '{run['task']}'")
             checkpoint = split_checkpoint(run["model"])
@@ -209,6 +229,15 @@ class Grid:
                     for key, defined in known.items():
                         if key in curve and curve[key] not in defined:
                             raise ConfigError(where, f"curve '{curve['label']}': unknown {key} '{curve[key]}'")
+
+    def _check_searches(self, schema_path):
+        """Every point of a `search` is a valid `training` block."""
+        definitions = yaml.safe_load(Path(schema_path).read_text())["$defs"]
+        training = Draft202012Validator({"$defs": definitions, "$ref": "#/$defs/training"})
+        for name, setting in self.search_points.values():
+            if problem := next(training.iter_errors(setting), None):
+                where = ".".join(["experiments", name, "search", *map(str, problem.absolute_path)])
+                raise ConfigError(where, problem.message)
 
     # -- tasks, models and vocabularies --
 
@@ -276,11 +305,17 @@ class Grid:
     def corpus_inputs(self, source, vocab):
         return {"raw": self.paths.raw.format(source=source), "tokenizer": self.paths.model.format(model=vocab)}
 
-    def token_map_inputs(self, token_map, task, vocab):
+    def token_map_inputs(self, token_map, task, vocab, seed=None):  # a table's seed leaves its inputs as they are
         inputs = {"tokens": self.tokens_file(task, vocab), "tokenizer": self.paths.model.format(model=vocab)}
         if token_map.startswith("most-frequent"):  # counts the corpus as prepared for this vocabulary
             inputs["corpus"] = self.paths.corpus.format(source=self.config["token_maps"]["corpus"], vocab=vocab)
         return inputs
+
+    def token_map_file(self, token_map, task, vocab, seed):
+        """The table a run of `seed` reads: its own where random tables follow the run's seed."""
+        if self.config["token_maps"]["seed"] == "run" and token_map.removesuffix("+model-specials") in RANDOM_TABLES:
+            return self.paths.run_seeded_token_map.format(token_map=token_map, task=task, vocab=vocab, seed=seed)
+        return self.paths.token_map.format(token_map=token_map, task=task, vocab=vocab)
 
     def pretrain_inputs(self, name, step):
         spec = self.config["pretrain"][name]
@@ -294,7 +329,7 @@ class Grid:
     def finetune_inputs(self, experiment, task, model, init, token_map, fraction, seed):
         vocab = self.vocabulary_of(model)
         return {"tokens": self.tokens_file(task, vocab),
-                "token_map": self.paths.token_map.format(token_map=token_map, task=task, vocab=vocab),
+                "token_map": self.token_map_file(token_map, task, vocab, seed),
                 "model": self.model_dir(model)}
 
     def run_of(self, experiment, task, model, init, token_map, fraction, seed):
@@ -317,11 +352,16 @@ class Grid:
         return spec
 
     def hparams(self, experiment, task):
-        """Training settings of a run: defaults < task < experiment, plus the task's metric (which
-        early stopping selects on). Only what the run uses, so editing one task reruns only its jobs."""
-        task_spec = self.config["tasks"][task]
-        return {**self.config["training"], **task_spec.get("training", {}),
-                **self.config["experiments"][experiment].get("training", {}), "metric": task_spec["metric"]}
+        """Training settings of a run: defaults < task < experiment < its search point, plus the
+        task's metric (which early stopping selects on); a search that selects on the training split
+        has it scored. Only what the run uses, so editing one task reruns only its jobs."""
+        name, setting = self.search_points[experiment]
+        spec, task_spec = self.config["experiments"][name], self.config["tasks"][task]
+        hparams = {**self.config["training"], **task_spec.get("training", {}), **spec.get("training", {}), **setting,
+                   "metric": task_spec["metric"]}
+        if "search" in spec and spec["select_on"]["split"] == "train":
+            hparams["score_train"] = True
+        return hparams
 
     # -- runs --
 
@@ -356,6 +396,22 @@ class Grid:
             return []
         return [f"{self.paths.tables}/paper.{suffix}" for suffix in ("md", "csv", "tex")]
 
+    def searches(self):
+        """{experiment: its search points {run experiment name: setting}, and `select_on`} of every
+        experiment with a `search`."""
+        return {name: {"points": {point: setting for point, (n, setting) in self.search_points.items() if n == name},
+                       "select_on": spec["select_on"]}
+                for name, spec in self.config["experiments"].items() if "search" in spec}
+
+    def search_table_paths(self):
+        return [f"{self.paths.tables}/search.{suffix}" for suffix in ("md", "csv")] if self.searches() else []
+
+    def comparison_table_paths(self):
+        """The paired comparisons of `comparisons` (none without it)."""
+        if not self.config["comparisons"]:
+            return []
+        return [f"{self.paths.tables}/comparisons.{suffix}" for suffix in ("md", "csv", "tex")]
+
     def wildcard_constraints(self):
         """A regular expression per wildcard: exactly the names the config defines."""
         config = self.config
@@ -368,7 +424,7 @@ class Grid:
             "task": alternatives(config["tasks"]),
             "vocab": alternatives(self.vocabularies()),
             "token_map": alternatives({run["token_map"] for run in self.runs}),
-            "experiment": alternatives(config["experiments"]),
+            "experiment": alternatives(self.search_points),
             "init": alternatives({run["init"] for run in self.runs}),
             "fraction": alternatives({run["fraction"] for run in self.runs}),
             "seed": r"\d+",

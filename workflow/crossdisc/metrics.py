@@ -1,7 +1,14 @@
-"""Evaluation metrics, one function each; `evaluate` gives every metric that fits a task kind."""
+"""Evaluation metrics, one function each; `evaluate` gives every metric that fits a task kind, and
+`score` those of a split with subsets."""
 
 import numpy as np
 from scipy import stats
+
+
+def kind_of(metric):
+    """The task kind whose predictions a headline metric scores."""
+    return {"pearson": "regression", "spearman": "regression", "vote_accuracy": "vote_classification"}.get(
+        metric, "classification")
 
 
 def accuracy(labels, preds):
@@ -52,4 +59,17 @@ def evaluate(kind, labels, preds, groups=None):
         result["f1"] = f1(labels, preds)
     if kind == "vote_classification":
         result["vote_accuracy"] = accuracy(*vote(groups, labels, preds))
+    return result
+
+
+def score(frame, preds, kind, metric):
+    """Every metric of the split; where the split has subsets (MNLI matched and mismatched), each
+    subset's metrics too, and the headline metric is their mean, as the paper reports MNLI."""
+    result = evaluate(kind, frame["label"].to_numpy(), preds, frame["group"].to_numpy())
+    subsets = sorted(set(frame["subset"]) - {""}) if "subset" in frame else []
+    if len(subsets) > 1:
+        for name in subsets:
+            part = (frame["subset"] == name).to_numpy()
+            result[name] = score(frame[part], preds[part], kind, metric)
+        result[metric] = float(np.mean([result[name][metric] for name in subsets]))
     return result

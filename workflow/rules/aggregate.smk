@@ -14,6 +14,9 @@ rule aggregate:
             report(f"{PATHS.tables}/results.csv", caption="../report/results_table.rst", category="Results"),
         ],
         paper_tables=paper_table_files(),
+        comparisons=comparison_table_files(),
+        search_tables=search_table_files(),
+        search_figures=search_figure_files(),
         loss_figure=overview_figure_files("loss"),
         steps_figure=overview_figure_files("steps"),
         paper_figures=paper_figure_files(),
@@ -24,6 +27,8 @@ rule aggregate:
     params:
         paper_rows=config["paper_rows"],
         paper_figures=config["paper_figures"],
+        comparisons=config["comparisons"],
+        searches=grid.searches(),
         missing=missing_runs,
     script:
         "../scripts/aggregate.py"

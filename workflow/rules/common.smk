@@ -51,6 +51,13 @@ def token_map_inputs(wildcards):
     return grid.token_map_inputs(**wildcards)
 
 
+def table_seed(wildcards):
+    """The seed of a random table: the run's, in a run-seeded table's path, else token_maps.seed
+    (under `seed: run` the shared tables are the deterministic ones, whose seed is unused: 0)."""
+    seed = wildcards.get("seed", config["token_maps"]["seed"])
+    return 0 if seed == "run" else seed
+
+
 def pretrain_inputs(wildcards):
     return grid.pretrain_inputs(**wildcards)
 
@@ -130,3 +137,20 @@ def paper_table_files():
         path if path.endswith(".tex") else report(path, caption=caption, category="Results")
         for path in grid.paper_table_paths()
     ]
+
+
+def comparison_table_files():
+    """The paired comparisons (.md and .csv in the report, .tex beside them)."""
+    caption = "../report/comparisons.rst"
+    return [
+        path if path.endswith(".tex") else report(path, caption=caption, category="Results")
+        for path in grid.comparison_table_paths()
+    ]
+
+
+def search_table_files():
+    return [report(path, caption="../report/search.rst", category="Results") for path in grid.search_table_paths()]
+
+
+def search_figure_files():
+    return [path for name in grid.searches() for path in figure_files(f"search_{name}", "search")]

@@ -11,8 +11,16 @@ rule token_map:
     conda:
         ENV
     params:
-        seed=config["token_maps"]["seed"],
+        seed=table_seed,
         corpus=optional_flag("corpus"),
     shell:
         "crossdisc token-map --strategy {wildcards.token_map} --tokens {input.tokens} "
         "--tokenizer {input.tokenizer} {params.corpus} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+# A random table drawn from each run's seed (token_maps.seed: run).
+use rule token_map as run_seeded_token_map with:
+    output:
+        PATHS.run_seeded_token_map,
+    log:
+        f"{RESULTS}/logs/token_maps/{{token_map}}/{{task}}/{{vocab}}/seed-{{seed}}.log",

@@ -9,4 +9,5 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 (Snakemake defines `snake
     inputs, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     published = read_published(inputs.published[0]) if inputs.published else None
     aggregate(inputs.metrics, out.tables, out.loss_figure, out.steps_figure, params.paper_rows,
-              out.paper_tables, params.paper_figures, out.paper_figures, params.missing, published)
+              out.paper_tables, params.paper_figures, out.paper_figures, params.missing, published,
+              params.comparisons, out.comparisons, params.searches, out.search_tables, out.search_figures)
