@@ -7,7 +7,7 @@ reference) with the BERT recipe (15% selected; 80/10/10). Hugging Face computes 
 over every position; ours only where a token was selected. Prints sequences per second and the
 process's peak memory for each (on a GPU, peak GPU memory); the last line is the ratio of ours to
 Hugging Face's. On a GPU both run under bf16 autocast. Ours builds its model and optimiser as the
-pipeline does: fused AdamW, and on a CPU the faster dropout of workflow/crossdisc/accel/cpu_dropout.py.
+pipeline does (fused AdamW).
 
     python benchmarks/pretrain_throughput.py [--steps 20] [--batch-size 32] [--hidden 128 --layers 2] [--device cuda]
 """

@@ -117,7 +117,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     # ---- model and optimiser --------------------------------------------------------------------
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
     model = build_classifier(model_dir, init, num_labels, seed).to(device).train()
-    accel.prepare(model, device, classifier=True)  # speed only: trains as the plain model does
+    accel.prepare(model)  # speed only: trains as the plain model does
     multiple = accel.batch_width_multiple(device, hp["cuda_graphs"])
 
     def train_micro_batch(batch, labels):

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import accel
 from .corpus import read_documents
 from .files import atomic_dir
 from .models import load_tokenizer
@@ -77,7 +76,7 @@ def mlm_model(config, device):
     """A BertForMaskedLM of `config` initialised from scratch on `device`, in training mode."""
     from transformers import BertForMaskedLM
 
-    return accel.prepare(BertForMaskedLM(config).to(device).train(), device, classifier=False)
+    return BertForMaskedLM(config).to(device).train()
 
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,

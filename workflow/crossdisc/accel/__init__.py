@@ -1,26 +1,21 @@
 """Speed machinery, behind the two calls the training loops make; a reader of the loops can skip
 this package, and every piece trains exactly as the plain PyTorch it replaces (tested).
 
-- `prepare(model, device, classifier)`: on a CPU, dropout decided by a keyed hash in one C pass
-  (cpu_dropout: PyTorch draws CPU masks one Bernoulli sample at a time); for a sequence classifier
-  of the BERT family, a last layer that computes only the [CLS] position its head reads
-  (first_position).
+- `prepare(model)`: for a sequence classifier of the BERT family, a last layer that computes only
+  the [CLS] position its head reads (first_position).
 - `micro_batch_runner(run, model, device, cuda_graphs)`: on a GPU, each micro-batch shape recorded
   once as a CUDA graph and replayed (cuda_graphs), which removes the per-kernel launch work that
   bounds a BERT-sized step at batch 32; batch widths are rounded to `batch_width_multiple` so that
   few shapes exist.
 """
 
-from .cpu_dropout import use_cpu_dropout
 from .cuda_graphs import GraphedMicroBatches
 from .first_position import first_position_last_layer
 
 
-def prepare(model, device, classifier=True):
-    """The model, in place, with the speed-ups that apply to it on `device`."""
-    use_cpu_dropout(model)  # leaves a GPU model alone
-    if classifier:
-        first_position_last_layer(model)
+def prepare(model):
+    """The model, in place, with the speed-ups that apply to it."""
+    first_position_last_layer(model)  # leaves other models alone
     return model
 
 

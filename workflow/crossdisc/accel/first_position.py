@@ -25,7 +25,7 @@ FIRST_POSITION_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClas
                         "XLMRobertaForSequenceClassification", "CamembertForSequenceClassification",
                         "ElectraForSequenceClassification", "AlbertForSequenceClassification")
 # Attention functions that take a (batch, 1 or heads, queries, keys) mask, or none.
-ROW_MASKED = ("eager", "sdpa", "crossdisc-cpu-dropout")
+ROW_MASKED = ("eager", "sdpa")
 
 
 def _first_query_rows(mask):
