@@ -54,3 +54,8 @@ rule all:
     default_target: True
     input:
         rules.aggregate.output,
+
+
+# A failed step's one-line error (in its log) is the last thing the console shows.
+onerror:
+    report_at_exit(log)

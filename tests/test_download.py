@@ -7,6 +7,7 @@ import io
 import random
 import tarfile
 import threading
+import time
 import zipfile
 
 import pytest
@@ -282,6 +283,23 @@ def test_a_checksum_is_recorded_at_the_first_download_and_enforced_later(server,
                               f"recorded {SHA}, new {new}")
     assert not (tmp_path / "raw" / "c").exists()
     assert lock.read_text() == f"{SHA}  {server}\n"
+
+
+def test_a_users_own_file_is_never_held_to_a_recorded_checksum(tmp_path):
+    mine, lock = tmp_path / "data.tsv", tmp_path / "raw" / "checksums.lock"
+    mine.write_text("text\tlabel\n")
+    spec = {"type": "url", "files": [{"url": mine.as_uri()}]}
+    download.build_source(spec, tmp_path / "raw" / "a", checksum_lock=lock)
+    mine.write_text("text\tlabel\nedited\t1\n")
+    download.build_source(spec, tmp_path / "raw" / "b", checksum_lock=lock)
+    assert (tmp_path / "raw" / "b" / "data.tsv").read_text().endswith("edited\t1\n") and not lock.exists()
+
+
+def test_a_missing_local_file_fails_at_once_naming_it(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(InputError, match=f"^{tmp_path}/gone.tsv: no such file$"):
+        download.fetch_url((tmp_path / "gone.tsv").as_uri(), tmp_path / "out" / "gone.tsv")
+    assert time.monotonic() - started < 0.5  # not retried with backoff
 
 
 def test_a_checksum_given_in_the_config_is_not_recorded(server, tmp_path):

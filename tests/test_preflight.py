@@ -5,7 +5,7 @@ import subprocess
 
 import yaml
 
-from conftest import REPO, plan, write_config
+from conftest import REPO, plan, snakemake, write_config
 from crossdisc.preflight import missing_local_files
 
 
@@ -69,3 +69,17 @@ def test_a_source_already_downloaded_needs_no_file(tmp_path):
     result = run(tmp_path, user_config(tmp_path, (tmp_path / "deleted.tsv").as_uri()), "--dry-run",
                  "--until", "download")
     assert result.returncode == 0 and "does not exist" not in result.stderr, result.stderr[-3000:]
+
+
+def test_editing_a_users_file_reruns_its_source_and_what_is_built_from_it(tmp_path, tiny_bert):
+    data = tmp_path / "data.tsv"
+    data.write_text("text\tlabel\n" + "".join(f"line {i} of text\t{i % 2}\n" for i in range(40)))
+    config = {**user_config(tmp_path, data.as_uri()), "models": {"tiny": {"source": "local", "path": str(tiny_bert)}}}
+    configfile = write_config(tmp_path / "mine.yaml", config)
+    tokens = f"{tmp_path}/results/tokens/mine/tiny.parquet"
+    snakemake(tmp_path, configfile, tokens)
+    assert plan(tmp_path, configfile, tokens) == {}
+    data.write_text(data.read_text() + "one more line of text\t1\n")
+    assert plan(tmp_path, configfile, tokens) == {f"{tmp_path}/results/raw/mine": "download", tokens: "preprocess"}
+    snakemake(tmp_path, configfile, tokens, "--forcerun", "download")  # no checksum lock stands in the way
+    assert (tmp_path / "results/raw/mine/data.tsv").read_text().endswith("one more line of text\t1\n")

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from . import synthetic
 from .errors import InputError
 from .files import atomic_dir, git_blob_sha1, sha256_of
+from .preflight import local_path
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def fetch_url(url, dest, sha256=None, retries=4, backoff=1.0, timeout=60, record
     only when complete and verified, and a failed download leaves neither. `recorded_in` names the
     lock file that `sha256` was read from, for the error message."""
     dest = Path(dest)
+    if (local := local_path(url)) is not None and not local.is_file():  # no retry brings it back
+        raise InputError(local, "no such file")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
     part.unlink(missing_ok=True)
@@ -215,12 +218,14 @@ class ChecksumLock:
 
 
 def _url_files(spec, out, lock=None):
-    """Download each file; with `extract`, archives are also extracted beside it. A file without a
-    sha256 in the config is checked against `lock` (a ChecksumLock), which records it the first
-    time."""
+    """Download each file; with `extract`, archives are also extracted beside it. A remote file
+    without a sha256 in the config is checked against `lock` (a ChecksumLock), which records it the
+    first time. A local (file://) file is the user's to edit: the lock leaves it alone."""
     for entry in spec["files"]:
         name = entry.get("name") or entry["url"].rsplit("/", 1)[-1]
         url, expected, recorded_in = entry["url"], entry.get("sha256"), None
+        if local_path(url) is not None:
+            lock = None
         if not expected and lock is not None:
             expected = lock.recorded(url)
             recorded_in = lock.path if expected else None

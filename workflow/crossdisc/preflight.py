@@ -12,6 +12,11 @@ def local_path(url):
     return Path(unquote(parts.path)) if parts.scheme == "file" else None
 
 
+def local_files(spec):
+    """The local (`file://`) files of a source spec, in the config's order."""
+    return [path for entry in spec.get("files", []) if (path := local_path(entry["url"])) is not None]
+
+
 def missing_local_files(sources, names):
     """One line per missing `file://` file of the named sources, naming the config key, the path
     and, where the source has one, its `hint` (what to fetch and where to put it)."""

@@ -4,8 +4,9 @@ import os
 import sys
 
 from crossdisc.errors import ConfigError
+from crossdisc.failures import report_at_exit
 from crossdisc.grid import NATIVE, PUBLISHED, Grid, alternatives, dumps
-from crossdisc.preflight import missing_local_files
+from crossdisc.preflight import local_files, missing_local_files
 
 try:
     grid = Grid(config)  # fills in the schema's defaults, in place
@@ -28,6 +29,11 @@ def optional_flag(name):
 
 def source_spec(wildcards):
     return dumps(config["sources"][wildcards.source])
+
+
+def local_source_files(wildcards):
+    """A source's `file://` files that exist (a missing one stops the run at start-up, with its key)."""
+    return [str(path) for path in local_files(config["sources"][wildcards.source]) if path.exists()]
 
 
 def model_spec(wildcards):

@@ -18,6 +18,9 @@ onstart:
 
 
 rule download:
+    input:
+        # a user's own files: editing one reruns its source and everything built from it
+        local_source_files,
     output:
         directory(PATHS.raw),
     log:
