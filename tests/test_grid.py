@@ -52,6 +52,8 @@ def test_a_wrong_value_is_one_line_naming_its_key(config):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["experiments"]["steps"].update(tasks=["rna"]), "config: experiments.steps: unknown task 'rna'"),
+    (lambda c: c["tasks"]["protein"].pop("alphabet"),
+     "config: tasks.protein.alphabet: the fasta reader needs the task's symbols in id order (e.g. ACGT for DNA)"),
     (lambda c: c["experiments"]["steps"].update(models=["bert"]), "config: experiments.steps: unknown model 'bert'"),
     (lambda c: c["experiments"]["steps"].update(models=["mini-bert@7"]),
      "config: experiments.steps: 'mini-bert@7' is not a configured pre-training checkpoint"),

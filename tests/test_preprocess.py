@@ -32,7 +32,7 @@ def test_hilbert_cnn_records_become_cls_symbols_sep(tmp_path):
     first = frame.set_index("id").loc["r1"]
     assert list(first["input_ids"]) == [tokens.CLS] + [3, 4, 5, 6] * 2 + [3, 4] + [tokens.SEP]  # cut to 12
     assert meta["symbols"] == ["[PAD]", "[CLS]", "[SEP]", "A", "C", "G", "T"]
-    assert meta["label_names"] == ["1", "0"]
+    assert meta["label_names"] == ["0", "1"] and first["label"] == 1
     assert sorted(frame["split"].value_counts().to_dict().items()) == [("dev", 1), ("test", 1), ("train", 2)]
 
 

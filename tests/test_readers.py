@@ -398,8 +398,14 @@ def test_hilbert_cnn_ids_lose_the_fasta_mark_and_trailing_space(tmp_path):
     frame, meta = read(tmp_path / "t.parquet")
     assert list(frame.index) == [f"H3_{i:04d}" for i in range(1, 21)]  # not '>H3_0001 '
     assert set(frame["input_ids"].map(len)) == {502}  # 500 bases within [CLS] x [SEP]
-    assert sorted(meta["label_names"]) == ["0", "1"]
+    assert meta["label_names"] == ["0", "1"] and frame.loc["H3_0001", "label"] == 1  # the file's ids, as the authors
     assert frame["split"].value_counts().to_dict() == {"train": 18, "dev": 1, "test": 1}
+
+
+def test_a_stray_label_in_a_binary_histone_file_is_an_error_not_a_third_class(tmp_path):
+    (tmp_path / "H3.txt").write_text(">H3_0001\nACGT\n1\n>H3_0002\nACGA\n2\n")
+    with pytest.raises(InputError, match=r"H3.txt: line 4: unknown class '2' \(expected one of \['0', '1'\]\)"):
+        preprocess.preprocess("h3", HISTONE_TASK, tmp_path, tmp_path / "t.parquet")
 
 
 MAESTRO_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 4, "max_length": 4,

@@ -20,7 +20,7 @@ from humanfriendly import InvalidTimespan, parse_timespan
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from .errors import ConfigError
-from .preprocess import TEXT_READERS
+from .preprocess import DEFAULT_ALPHABETS, TEXT_READERS
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"  # the paper's numbers
@@ -199,6 +199,10 @@ class Grid:
         for task, spec in self.config["tasks"].items():
             if spec["source"] not in self.config["sources"]:
                 raise ConfigError(f"tasks.{task}.source", f"unknown source '{spec['source']}'")
+            reader = spec["reader"]
+            if reader not in TEXT_READERS and reader not in DEFAULT_ALPHABETS and "alphabet" not in spec:
+                raise ConfigError(f"tasks.{task}.alphabet", f"the {reader} reader needs the task's symbols in id "
+                                  "order (e.g. ACGT for DNA)")
 
     def _check_pretrain(self):
         config = self.config

@@ -35,8 +35,9 @@ TEXT_READERS = {"sentence-order", "glue", "text-table"}
 # Symbols of the readers of known data sets, unless a task names its own: MIDI pitches 0..127;
 # the UCI splice bases with the ambiguity codes N, D, R, S as symbols of their own.
 DEFAULT_ALPHABETS = {"midi": [str(p) for p in range(128)], "uci-splice": list("ACGTNDRS")}
-# Class names in the authors' id order (their DNA scripts: splice EI=0, IE=1, N=2).
-DEFAULT_LABELS = {"uci-splice": ["EI", "IE", "N"]}
+# Class names in the authors' id order (their DNA scripts: splice EI=0, IE=1, N=2; Hilbert-CNN's
+# histone files are binary, 0 and 1, so that a stray label is an error, not a third class).
+DEFAULT_LABELS = {"uci-splice": ["EI", "IE", "N"], "hilbert-cnn": ["0", "1"]}
 
 GlueTask = namedtuple("GlueTask", "texts tsv_columns tsv_header labels")
 # Per GLUE task: the text columns of the Hugging Face `nyu-mll/glue` Parquet
