@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from crossdisc.aggregate import aggregate, collect, draw_figure, overview_figures, paper_figure, select
+from crossdisc.aggregate import aggregate, collect, draw_figure, draw_headline, overview_figures, paper_figure, select
 
 PAPER_FIGURES = {spec["name"]: spec for spec in yaml.safe_load((REPO / "config/paper.yaml").read_text())["paper_figures"]}
 
@@ -123,3 +123,12 @@ def test_aggregate_draws_each_paper_figure_to_the_files_named_after_it(runs, tmp
     assert all(path.stat().st_size > 0 for path in files)
     assert "Appendix Figure 4: test performance" in (out / "appendix_figure4.svg").read_text()
     assert not (out / "loss_curves.png").exists()
+
+
+def test_the_headline_figure_has_a_panel_per_experiment_and_a_bar_per_variant(runs, tmp_path):
+    table, _ = runs
+    draw_headline(table, [tmp_path / "headline.svg"])
+    texts = svg_texts(tmp_path / "headline.svg")
+    assert {"table2", "figure4-dna-music", "pretrained", "scratch", "bert-base-paper@20000", "test metric (%)"} <= texts
+    # two panels; table2 draws 2 tasks x 2 inits, the checkpoints 3 models on one task: 7 bars
+    assert len(re.findall(r'<g id="patch_\d+">', (tmp_path / "headline.svg").read_text())) >= 7

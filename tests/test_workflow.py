@@ -67,7 +67,7 @@ def test_pretraining_checkpoints_and_the_steps_figure_exist(finished_run):
         weights = workdir / f"results/pretrain/mini-bert/step-{step}/model.safetensors"
         assert weights.stat().st_size > 0
         assert not weights.stat().st_mode & 0o222, "protect_checkpoints leaves checkpoints read-only"
-    for name in ("loss_curves.png", "pretrain_steps.png"):
+    for name in ("loss_curves.png", "pretrain_steps.png", "headline.png"):
         assert (workdir / "results/figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (workdir / "results/figures/loss_curves.svg").read_bytes()[:500]
 

@@ -85,7 +85,8 @@ def to_markdown(cells):
 
 def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_paths=(), paper_rows=(),
               paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=(), published=None,
-              comparisons=(), comparison_paths=(), searches=None, search_paths=(), search_figure_paths=()):
+              comparisons=(), comparison_paths=(), searches=None, search_paths=(), search_figure_paths=(),
+              headline_figure_paths=()):
     """Write the results table (.md, .csv) of the runs whose metrics.json are given; the paper's
     tables (.md, .csv, .tex) of `paper_rows`; the overview figure of each kind (training loss, and
     the metric against pre-training steps) to its paths; and each `paper_figures` entry to the
@@ -94,7 +95,8 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
     notes; `published` the published numbers (default: read published.csv); `comparisons` the
     config's contrasts, whose paired comparisons go to comparison_paths (.md, .csv, .tex);
     `searches` the grid searches (Grid.searches), ranked to search_paths (.md, .csv) and drawn to the
-    search_figure_paths named search_<experiment>."""
+    search_figure_paths named search_<experiment>; the headline figure (every experiment's test
+    metric per task and variant) to headline_figure_paths."""
     runs = collect(metrics_paths)
     cells = summarise(runs)
     for path in table_paths:
@@ -117,6 +119,8 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
         for experiment in searches:
             draw_search(ranking[ranking["experiment"] == experiment],
                         [p for p in search_figure_paths if Path(p).stem == f"search_{experiment}"])
+    if headline_figure_paths:
+        draw_headline(runs, headline_figure_paths)
     overview = overview_figures(runs)
     for kind, paths in (("loss", loss_figure_paths), ("steps", steps_figure_paths)):
         if paths:
@@ -399,6 +403,43 @@ def _step_label(step):
         if step >= size and step % size == 0:
             return f"{step // size}{unit}"
     return str(step)
+
+
+# ---- the headline figure ----------------------------------------------------------------------
+
+
+def draw_headline(runs, paths):
+    """The test metric of every run: a panel per experiment, a group of bars per task, a bar per
+    variant (model, init, token map, fraction, where they vary) at the mean over seeds with the
+    standard deviation, and every seed as a point."""
+    experiments = list(dict.fromkeys(runs["experiment"]))
+    fig, axes = plt.subplots(len(experiments), 1, figsize=(10, 3.2 * len(experiments)), squeeze=False,
+                             layout="constrained")
+    for ax, experiment in zip(axes[:, 0], experiments):
+        chosen = runs[runs["experiment"] == experiment]
+        keys = [k for k in ("model", "init", "token_map", "fraction") if chosen[k].nunique() > 1] or ["init"]
+        variants = list(dict.fromkeys(map(tuple, chosen[keys].itertuples(index=False))))
+        tasks = list(dict.fromkeys(chosen["task"]))
+        width = 0.8 / len(variants)
+        for v, variant in enumerate(variants):
+            mask = (chosen[keys].apply(tuple, axis=1) == variant)
+            for t, task in enumerate(tasks):
+                scores = 100 * chosen[mask & (chosen["task"] == task)]["test"].dropna()
+                if scores.empty:
+                    continue
+                x = t - 0.4 + width * (v + 0.5)
+                ax.bar(x, scores.mean(), width, yerr=scores.std() if len(scores) > 1 else None, capsize=2,
+                       color=f"C{v}", alpha=0.7, label=", ".join(map(str, variant)) if t == 0 else None)
+                ax.plot([x] * len(scores), scores, "k.", markersize=4)
+        metrics = chosen.groupby("task", sort=False)["metric"].first()
+        ax.set_xticks(range(len(tasks)), [f"{t}\n({metrics[t]})" for t in tasks])
+        ax.set(title=experiment, ylabel="test metric (%)")
+        ax.legend(fontsize=7, title=", ".join(keys), title_fontsize=7)
+    fig.suptitle("Test metric per task: mean ± sd over seeds, each seed a point", fontweight="bold")
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120)
+    plt.close(fig)
 
 
 # ---- grid searches ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ rule aggregate:
         comparisons=comparison_table_files(),
         search_tables=search_table_files(),
         search_figures=search_figure_files(),
+        headline_figure=figure_files("headline", "headline", category="Results"),
         loss_figure=overview_figure_files("loss"),
         steps_figure=overview_figure_files("steps"),
         paper_figures=paper_figure_files(),

@@ -118,9 +118,9 @@ def missing_runs(wildcards):
     ]
 
 
-def figure_files(name, kind, labels=None):
+def figure_files(name, kind, labels=None, category="Figures"):
     """A figure's PNG (in the report, with the caption of its kind) and SVG."""
-    png = report(f"{PATHS.figures}/{name}.png", caption=f"../report/{kind}.rst", category="Figures", labels=labels)
+    png = report(f"{PATHS.figures}/{name}.png", caption=f"../report/{kind}.rst", category=category, labels=labels)
     return [png, f"{PATHS.figures}/{name}.svg"]
 
 

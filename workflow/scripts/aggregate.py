@@ -10,4 +10,5 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 (Snakemake defines `snake
     published = read_published(inputs.published[0]) if inputs.published else None
     aggregate(inputs.metrics, out.tables, out.loss_figure, out.steps_figure, params.paper_rows,
               out.paper_tables, params.paper_figures, out.paper_figures, params.missing, published,
-              params.comparisons, out.comparisons, params.searches, out.search_tables, out.search_figures)
+              params.comparisons, out.comparisons, params.searches, out.search_tables, out.search_figures,
+              out.headline_figure)
