@@ -97,3 +97,9 @@ def test_runs_on_different_test_examples_are_not_compared(tmp_path):
     b = write_run(tmp_path, "e", "t", "m", "scratch", 100, [0, 1, 1], [0, 1, 1]).parent
     with pytest.raises(ValueError, match="different test examples"):
         comparisons.bootstrap_interval([a], [b], "accuracy")
+
+
+def test_contrasts_without_runs_on_both_sides_are_left_out(tmp_path):
+    labels = np.array([0, 1])
+    paths = [write_run(tmp_path, "e", "t", "m", "pretrained", 100, labels, labels)]  # no scratch, no checkpoints
+    assert comparisons.compare(aggregate.collect(paths), PAPER_CONTRASTS).empty

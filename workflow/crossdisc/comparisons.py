@@ -38,6 +38,8 @@ def pair_runs(runs, contrast):
     vary = contrast["vary"]
     if vary == "step":  # every checkpoint of a series against the same series' step 0
         checkpoints = runs[runs["model"].str.contains("@")]
+        if checkpoints.empty:
+            return checkpoints
         series_step = checkpoints["model"].str.rsplit("@", n=1, expand=True)
         checkpoints = checkpoints.assign(series=series_step[0], step=series_step[1].astype(int))
         a, b = checkpoints[checkpoints["step"] != 0], checkpoints[checkpoints["step"] == 0]
