@@ -409,7 +409,8 @@ def test_a_stray_label_in_a_binary_histone_file_is_an_error_not_a_third_class(tm
 
 
 MAESTRO_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 4, "max_length": 4,
-                "instruments": "first", "add_special_tokens": False, "metadata": "maestro-v1.0.0.json"}
+                "instruments": "first", "segmenting": "onset", "add_special_tokens": False,
+                "metadata": "maestro-v1.0.0.json"}
 MAESTRO_ROW = {"canonical_title": "Piece", "year": 2004, "audio_filename": "", "duration": 1.0}
 
 

@@ -203,6 +203,9 @@ class Grid:
             if reader not in TEXT_READERS and reader not in DEFAULT_ALPHABETS and "alphabet" not in spec:
                 raise ConfigError(f"tasks.{task}.alphabet", f"the {reader} reader needs the task's symbols in id "
                                   "order (e.g. ACGT for DNA)")
+            if reader == "midi" and spec["segmenting"] == "authors" and spec["instruments"] != "first":
+                raise ConfigError(f"tasks.{task}.instruments", "segmenting 'authors' cuts one instrument's notes in "
+                                  "pretty_midi's stored order: use instruments: first (or segmenting: onset)")
 
     def _check_pretrain(self):
         config = self.config
