@@ -79,6 +79,11 @@ def test_a_wrong_value_is_one_line_naming_its_key(config):
      "config: pretrain.multiberts: 'id' is a required property"),
     (lambda c: c["tasks"]["composer"].update(segmenting="authors"),
      "config: tasks.composer.instruments: segmenting 'authors' cuts one instrument's notes"),
+    (lambda c: c["tasks"]["protein"].update(alphabet_synonyms={"O": "K"}),
+     "config: tasks.protein.alphabet_synonyms: 'O' is a symbol of the alphabet itself"),
+    (lambda c: c["tasks"]["protein"].update(alphabet_synonyms={"J": "j"}),
+     "config: tasks.protein.alphabet_synonyms: 'J' stands for 'j', not in the alphabet"),
+    (lambda c: c["tasks"]["protein"].update(unknown_symbol="?"), "config: tasks.protein.unknown_symbol: '?' is not in"),
     (lambda c: c["resources"].update(train_runtime="soon") if "resources" in c else c.update(
         resources={"train_runtime": "soon"}),
      "config: resources.train_runtime: 'soon' is not a duration such as '90m' or '2h'"),

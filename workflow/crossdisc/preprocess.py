@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import random
-from collections import defaultdict, namedtuple
+from collections import Counter, defaultdict, namedtuple
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import corpus, tokens
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .models import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -503,6 +503,25 @@ def _labels(examples, task, source):
     return ids, names
 
 
+def native_ids(task_name, task):
+    """The vocabulary of a non-text task ([PAD], [CLS], [SEP], then its alphabet) and the id of every
+    symbol it reads: the alphabet's own, and each of `alphabet_synonyms` on the id of the symbol it
+    stands for. An option that points outside the alphabet is a ConfigError naming it."""
+    where = f"tasks.{task_name}"
+    alphabet = [str(a) for a in task.get("alphabet") or DEFAULT_ALPHABETS[task["reader"]]]
+    vocab = tokens.native_vocabulary(alphabet)
+    ids = {symbol: i for i, symbol in enumerate(vocab)}
+    for synonym, symbol in task.get("alphabet_synonyms", {}).items():
+        if synonym in alphabet:
+            raise ConfigError(f"{where}.alphabet_synonyms", f"'{synonym}' is a symbol of the alphabet itself")
+        if symbol not in alphabet:
+            raise ConfigError(f"{where}.alphabet_synonyms", f"'{synonym}' stands for '{symbol}', not in the alphabet")
+        ids[synonym] = ids[symbol]
+    if "unknown_symbol" in task and task["unknown_symbol"] not in alphabet:
+        raise ConfigError(f"{where}.unknown_symbol", f"'{task['unknown_symbol']}' is not in the alphabet")
+    return vocab, ids
+
+
 def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
     """Read one task's raw source and write its token file."""
     examples = READERS[task["reader"]](raw_dir, task)
@@ -535,22 +554,27 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
                             "token_type_ids": types if pairs else [], "group": ex["id"],
                             "subset": ex.get("subset", ""), "label": label})
     else:
-        alphabet = [str(a) for a in task.get("alphabet") or DEFAULT_ALPHABETS[task["reader"]]]
-        vocab = tokens.native_vocabulary(alphabet)
-        index = {symbol: i for i, symbol in enumerate(vocab)}
+        vocab, symbol_ids = native_ids(task_name, task)
+        unknown_id = symbol_ids[task["unknown_symbol"]] if "unknown_symbol" in task else None
         specials = task["add_special_tokens"]
         body = max_length - 2 if specials else max_length
         meta.update(vocabulary="native", symbols=vocab, vocab_size=len(vocab))
+        unknown = Counter()  # symbols read as unknown_symbol, for the job log
         for ex, label in zip(examples, labels):
-            try:
-                ids = [index[str(s)] for s in ex["symbols"][:body]]
-            except KeyError as err:
-                raise _error(ex, raw_dir, f"symbol {err} is not in the task alphabet") from None
+            symbols = [str(s) for s in ex["symbols"][:body]]
+            outside = [s for s in symbols if s not in symbol_ids]
+            if outside and unknown_id is None:
+                raise _error(ex, raw_dir, f"symbol '{outside[0]}' is not in the task alphabet")
+            unknown.update(outside)
+            ids = [symbol_ids.get(s, unknown_id) for s in symbols]
             if not ids:
                 raise _error(ex, raw_dir, "empty sequence")
             if specials:
                 ids = [tokens.CLS] + ids + [tokens.SEP]
             records.append({"id": ex["id"], "split": ex["split"], "input_ids": ids, "token_type_ids": [],
                             "group": ex.get("group", ex["id"]), "label": label})
+        if unknown:
+            log.info("%s: symbols outside the alphabet read as '%s': %s", task_name, task["unknown_symbol"],
+                     dict(sorted(unknown.items())))
     tokens.write_token_file(out_path, records, meta)
 
