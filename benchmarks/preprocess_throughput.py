@@ -29,7 +29,7 @@ from crossdisc import download, preprocess, tokens
 
 COMPOSERS = ["bach", "palestrina", "monteverdi"]
 MIDI_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 64, "max_length": 64,
-             "instruments": "all", "add_special_tokens": False, "seed": 100}
+             "instruments": "all", "segmenting": "onset", "add_special_tokens": False, "seed": 100}
 TEXT_TASK = {"reader": "text-table", "file": "pairs.tsv", "text_columns": ["sentence1", "sentence2"],
              "label_column": "label", "delimiter": "\t", "split_fractions": [0.8, 0.1], "seed": 100,
              "kind": "classification", "max_length": 128}

@@ -34,6 +34,12 @@ def test_validation_fills_the_schemas_defaults():
     assert config["token_maps"]["seed"] == 100
 
 
+def test_a_reader_option_default_is_filled_for_that_readers_tasks_only():
+    tasks = validate(tiny_config("results", "tiny-bert"))["tasks"]
+    assert tasks["composer"]["segmenting"] == "onset"
+    assert [name for name, spec in tasks.items() if "segmenting" in spec] == ["composer"]
+
+
 def test_defaults_are_copies_not_shared_between_entries(config):
     validate(config)
     experiments = config["experiments"]
@@ -71,6 +77,13 @@ def test_a_wrong_value_is_one_line_naming_its_key(config):
      "config: pretrain.multiberts.steps: [1500] are not multiples of step_unit 1000"),
     (lambda c: c["pretrain"].update(multiberts={k: v for k, v in MULTIBERTS.items() if k != "id"}),
      "config: pretrain.multiberts: 'id' is a required property"),
+    (lambda c: c["tasks"]["composer"].update(segmenting="authors"),
+     "config: tasks.composer.instruments: segmenting 'authors' cuts one instrument's notes"),
+    (lambda c: c["tasks"]["protein"].update(alphabet_synonyms={"O": "K"}),
+     "config: tasks.protein.alphabet_synonyms: 'O' is a symbol of the alphabet itself"),
+    (lambda c: c["tasks"]["protein"].update(alphabet_synonyms={"J": "j"}),
+     "config: tasks.protein.alphabet_synonyms: 'J' stands for 'j', not in the alphabet"),
+    (lambda c: c["tasks"]["protein"].update(unknown_symbol="?"), "config: tasks.protein.unknown_symbol: '?' is not in"),
     (lambda c: c["resources"].update(train_runtime="soon") if "resources" in c else c.update(
         resources={"train_runtime": "soon"}),
      "config: resources.train_runtime: 'soon' is not a duration such as '90m' or '2h'"),

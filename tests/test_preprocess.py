@@ -1,6 +1,7 @@
 """Readers and the token file: real layouts in, one schema out; bad input names the file and the
 record, exits non-zero and leaves no output."""
 
+import random
 import subprocess
 import sys
 
@@ -68,18 +69,24 @@ def test_hilbert_cnn_with_a_broken_record_count_is_rejected(tmp_path):
 
 
 def write_midi(path, pitches):
+    """A one-instrument MIDI file of short notes, one every quarter second."""
+    write_midi_tracks(path, [(p, i * 0.25, i * 0.25 + 0.2) for i, p in enumerate(pitches)])
+
+
+def write_midi_tracks(path, *tracks):
+    """A MIDI file with one instrument per track, each a list of (pitch, start, end) notes."""
     import pretty_midi
 
     midi = pretty_midi.PrettyMIDI()
-    piano = pretty_midi.Instrument(program=0)
-    for i, p in enumerate(pitches):
-        piano.notes.append(pretty_midi.Note(velocity=80, pitch=p, start=i * 0.25, end=i * 0.25 + 0.2))
-    midi.instruments.append(piano)
+    for program, notes in enumerate(tracks):
+        instrument = pretty_midi.Instrument(program=program)
+        instrument.notes += [pretty_midi.Note(velocity=80, pitch=p, start=s, end=e) for p, s, e in notes]
+        midi.instruments.append(instrument)
     midi.write(str(path))
 
 
 MIDI_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 4, "max_length": 4,
-             "instruments": "first", "add_special_tokens": False}
+             "instruments": "first", "segmenting": "onset", "add_special_tokens": False}
 
 
 def write_maestro(raw, rows):
@@ -100,6 +107,75 @@ def test_midi_is_cut_into_segments_that_carry_their_piece(tmp_path):
     assert list(frame["input_ids"][0]) == [60 + 3, 62 + 3, 64 + 3, 65 + 3]  # pitch p -> native id p + 3
     assert meta["label_names"] == ["Chopin", "Bach"]  # order of first appearance
     assert frame["split"].tolist() == ["train", "train", "test"]
+
+
+# A long note (60) starts first and ends after five short ones: pretty_midi stores a note at its
+# note-off, so the stored order is by end, not by start.
+LONG_NOTE_FIRST = [(60, 0.0, 3.0), (62, 0.5, 0.9), (64, 1.0, 1.4), (65, 1.5, 1.9), (67, 2.0, 2.4), (69, 2.5, 2.9),
+                   (71, 3.5, 3.9), (72, 4.0, 4.4)]
+
+
+def segments_of(tmp_path, *tracks, **options):
+    """The pitch segments (of 4) the midi reader makes of one piece with these tracks."""
+    write_midi_tracks(tmp_path / "a.mid", *tracks)
+    write_maestro(tmp_path, [{"canonical_composer": "Bach", "split": "train", "midi_filename": "a.mid"}])
+    preprocess.preprocess("music", {**MIDI_TASK, **options}, tmp_path, tmp_path / "m.parquet")
+    frame, _ = tokens.read_token_file(tmp_path / "m.parquet")
+    return [[i - 3 for i in ids] for ids in frame["input_ids"]]  # native id p + 3 is pitch p
+
+
+def test_pretty_midi_stores_notes_in_the_order_they_end(tmp_path):
+    import pretty_midi
+
+    write_midi_tracks(tmp_path / "a.mid", LONG_NOTE_FIRST)
+    stored = pretty_midi.PrettyMIDI(str(tmp_path / "a.mid")).instruments[0].notes
+    assert [n.pitch for n in stored] == [62, 64, 65, 67, 69, 60, 71, 72]
+
+
+@pytest.mark.parametrize("extra, segmenting, segments", [
+    # 8 notes, an exact multiple of 4: onset keeps both segments; the authors' loop
+    # `while (i+1)*128 < len(notes)` drops the exact final one
+    ([], "onset", [[60, 62, 64, 65], [67, 69, 71, 72]]),
+    ([], "authors", [[62, 64, 65, 67]]),
+    # a 9th note: the authors' second segment is stored notes 5-8 (69, 60, 71, 72) sorted by start
+    ([(74, 4.5, 4.9)], "onset", [[60, 62, 64, 65], [67, 69, 71, 72]]),
+    ([(74, 4.5, 4.9)], "authors", [[62, 64, 65, 67], [60, 69, 71, 72]]),
+])
+def test_midi_segments_onset_sorted_or_cut_in_stored_order_as_the_authors_did(tmp_path, extra, segmenting, segments):
+    assert segments_of(tmp_path, LONG_NOTE_FIRST + extra, segmenting=segmenting) == segments
+
+
+def authors_get_pitch(midi_data, length=128):
+    """The authors' Music/preprocess.py get_pitch, verbatim but for the segment length."""
+    note_list = []
+    instrument = midi_data.instruments
+    notes = instrument[0].notes
+    i = 0
+    while (i + 1) * length < len(notes):
+        note = sorted(notes[i * length:(i + 1) * length], key=lambda x: x.start)
+        note = [n.pitch for n in note]
+        note_list.append(note)
+        i += 1
+    return note_list
+
+
+def test_authors_segmenting_equals_the_authors_code_on_chords_and_overlapping_notes(tmp_path):
+    import pretty_midi
+
+    rng = random.Random(7)  # chords (shared onsets) of notes of random lengths: stored order is by end
+    notes = [(rng.randrange(40, 90), beat * 0.5, beat * 0.5 + rng.choice([0.2, 0.7, 1.5, 3.0]))
+             for beat in range(30) for _ in range(rng.randrange(1, 4))]
+    segments = segments_of(tmp_path, notes, segmenting="authors")
+    assert segments == authors_get_pitch(pretty_midi.PrettyMIDI(str(tmp_path / "a.mid")), 4)
+    assert len(segments) == (len(notes) - 1) // 4
+
+
+def test_midi_instruments_all_merges_the_tracks_by_onset_and_authors_reads_the_first(tmp_path):
+    piano = [(60, 0.0, 0.4), (62, 1.0, 1.4), (64, 2.0, 2.4), (65, 3.0, 3.4), (67, 4.0, 4.4)]
+    violin = [(72, 0.5, 0.9), (74, 1.5, 1.9), (76, 2.5, 2.9)]
+    merged = segments_of(tmp_path, piano, violin, instruments="all", segmenting="onset")
+    assert merged == [[60, 72, 62, 74], [64, 76, 65, 67]]
+    assert segments_of(tmp_path, piano, violin, instruments="first", segmenting="authors") == [[60, 62, 64, 65]]
 
 
 def test_a_file_that_is_not_midi_is_rejected_by_the_command_line(tmp_path):

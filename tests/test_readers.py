@@ -2,6 +2,8 @@
 layouts in, one token file out; bad input names the file and the record and leaves no output."""
 
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -220,6 +222,44 @@ def test_a_bad_user_fasta_file_is_rejected(tmp_path, content, message):
     assert not out.exists()
 
 
+# PLUS's protein alphabet (seonwoo-min/PLUS, plus/data/alphabets.py, class Protein): 21 symbols,
+# O read as K, U as C, B and Z as X, any other character as X.
+PLUS_ALPHABET = {"alphabet": "ARNDCQEGHILKMFPSTWYVX", "alphabet_synonyms": {"O": "K", "U": "C", "B": "X", "Z": "X"},
+                 "unknown_symbol": "X"}
+
+
+def test_plus_alphabet_reads_synonyms_and_unknown_characters_as_plus_does(tmp_path, caplog):
+    (tmp_path / "localization_train.fa").write_text(">P1 Cytoplasm-S\nMKOUBZJ*\n>P2 Nucleus-S\nmkv\n")
+    (tmp_path / "localization_dev.fa").write_text(">P3 Plastid-S\nWY\n")
+    (tmp_path / "localization_test.fa").write_text(">P4 Plastid-S\nAX\n")
+    with caplog.at_level("INFO", logger="crossdisc.preprocess"):
+        preprocess.preprocess("loc", {**PLUS_TASK, **PLUS_ALPHABET}, tmp_path, tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    assert meta["symbols"] == ["[PAD]", "[CLS]", "[SEP]", *"ARNDCQEGHILKMFPSTWYVX"]
+    assert [meta["symbols"][i] for i in frame.loc["P1", "input_ids"]] == ["[CLS]", *"MKKCXXXX", "[SEP]"]
+    # PLUS's own ids, Protein().encode(b"MKOUBZJ*"), are ours less the two specials after [PAD]
+    assert [i - 2 for i in frame.loc["P1", "input_ids"][1:-1]] == [13, 12, 12, 5, 21, 21, 21, 21]
+    assert [meta["symbols"][i] for i in frame.loc["P2", "input_ids"]] == ["[CLS]", *"MKV", "[SEP]"]
+    assert "loc: symbols outside the alphabet read as 'X': {'*': 1, 'J': 1}" in caplog.text
+
+
+@pytest.mark.parametrize("options", [{"alphabet": PROTEIN},
+                                     {**PLUS_ALPHABET, "unknown_symbol": None}])  # synonyms, no unknown rule
+def test_without_unknown_symbol_an_unknown_character_is_one_line_naming_file_and_record(tmp_path, options):
+    (tmp_path / "localization_train.fa").write_text(">P1 Cytoplasm-S\nMKOUBZ\n>P2 Nucleus-S\nMKJV\n")
+    (tmp_path / "localization_dev.fa").write_text(">P3 Plastid-S\nWY\n")
+    (tmp_path / "localization_test.fa").write_text(">P4 Plastid-S\nAX\n")
+    task = {key: value for key, value in {**PLUS_TASK, **options}.items() if value is not None}
+    out = tmp_path / "t.parquet"
+    result = subprocess.run([sys.executable, "-m", "crossdisc", "preprocess", "--task", "loc", "--spec",
+                             json.dumps(task), "--raw", str(tmp_path), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and not out.exists()
+    assert [line for line in result.stderr.splitlines() if "error" in line] == [
+        f"crossdisc preprocess: error: {tmp_path / 'localization_train.fa'}: record 'P2': "
+        "symbol 'J' is not in the task alphabet"]
+
+
 DEEPLOC_TASK = {"reader": "fasta", "file": "deeploc_data.fasta", "kind": "classification", "alphabet": PROTEIN,
                 "labels": LOCALIZATION, "label_before_last": "-", "drop_labels": ["Cytoplasm-Nucleus"],
                 "test_marker": "test", "dev_size": 2, "keep_ends": 500, "max_length": 512, "add_special_tokens": True,
@@ -293,6 +333,17 @@ def test_tape_stability_is_read_from_its_folder_with_its_own_label_field(tmp_pat
     labels = frame.loc[[f"stability_train:{i}" for i in range(len(records))], "label"]
     assert labels.tolist() == pytest.approx([r["stability_score"][0] for r in records])
     assert frame["split"].value_counts().to_dict() == {"train": 5, "dev": 2, "test": 2}
+
+
+def test_tape_sequences_read_with_plus_alphabet(tmp_path):
+    (tmp_path / "fluorescence").mkdir()
+    for suffix in ("train", "valid", "test"):
+        records = [{"primary": "SKGEEUFTOBZJ", "log_fluorescence": [3.5]}]
+        (tmp_path / "fluorescence" / f"fluorescence_{suffix}.json").write_text(json.dumps(records))
+    preprocess.preprocess("fluorescence", {**FLUORESCENCE, **PLUS_ALPHABET}, tmp_path, tmp_path / "t.parquet")
+    frame, meta = read(tmp_path / "t.parquet")
+    symbols = [meta["symbols"][i] for i in frame.loc["fluorescence_train:0", "input_ids"]]
+    assert symbols == ["[CLS]", *"SKGEECFTKXXX", "[SEP]"]
 
 
 def test_split_sizes_other_than_configured_stop_preprocessing(tmp_path):
@@ -409,7 +460,8 @@ def test_a_stray_label_in_a_binary_histone_file_is_an_error_not_a_third_class(tm
 
 
 MAESTRO_TASK = {"reader": "midi", "kind": "vote_classification", "segment_length": 4, "max_length": 4,
-                "instruments": "first", "add_special_tokens": False, "metadata": "maestro-v1.0.0.json"}
+                "instruments": "first", "segmenting": "onset", "add_special_tokens": False,
+                "metadata": "maestro-v1.0.0.json"}
 MAESTRO_ROW = {"canonical_title": "Piece", "year": 2004, "audio_filename": "", "duration": 1.0}
 
 

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 
 def _json(text):
@@ -118,7 +118,7 @@ def main(argv=None):
     args = _commands().parse_args(argv)
     try:
         run(args)
-    except InputError as err:
+    except (InputError, ConfigError) as err:
         print(f"crossdisc {args.command}: error: {err}", file=sys.stderr)
         sys.exit(1)
 

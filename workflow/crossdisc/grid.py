@@ -20,7 +20,7 @@ from humanfriendly import InvalidTimespan, parse_timespan
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from .errors import ConfigError
-from .preprocess import DEFAULT_ALPHABETS, TEXT_READERS
+from .preprocess import DEFAULT_ALPHABETS, TEXT_READERS, native_ids
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "published.csv"  # the paper's numbers
@@ -203,6 +203,11 @@ class Grid:
             if reader not in TEXT_READERS and reader not in DEFAULT_ALPHABETS and "alphabet" not in spec:
                 raise ConfigError(f"tasks.{task}.alphabet", f"the {reader} reader needs the task's symbols in id "
                                   "order (e.g. ACGT for DNA)")
+            if reader == "midi" and spec["segmenting"] == "authors" and spec["instruments"] != "first":
+                raise ConfigError(f"tasks.{task}.instruments", "segmenting 'authors' cuts one instrument's notes in "
+                                  "pretty_midi's stored order: use instruments: first (or segmenting: onset)")
+            if not self.is_text_task(task):
+                native_ids(task, spec)  # the alphabet options name symbols of the alphabet
 
     def _check_pretrain(self):
         config = self.config

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import random
-from collections import defaultdict, namedtuple
+from collections import Counter, defaultdict, namedtuple
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import corpus, tokens
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .models import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -257,9 +257,14 @@ def _metadata_rows(path, columns):
     return [(f"record {i}", record) for i, record in enumerate(records)]
 
 
-def _midi_pitches(path, instruments):
-    """Pitches of a MIDI file's notes sorted by start time: the first instrument's, or all
-    instruments merged. Runs in a worker process, so it takes only picklable arguments."""
+def _midi_segments(path, instruments, segmenting, length):
+    """Pitches of a MIDI file in segments of `length` notes, cut as `segmenting` says. onset: the
+    notes (the first instrument's, or all instruments merged) sorted by start time, cut into
+    consecutive segments, the trailing partial one dropped. authors: as the authors'
+    Music/preprocess.py, the first instrument's notes in pretty_midi's stored order, which is by
+    note end (pretty_midi stores a note at its note-off), cut while a note follows the segment, so
+    an exact final segment is dropped too, and each segment then sorted by start time. Runs in a
+    worker process, so it takes only picklable arguments."""
     import pretty_midi
 
     try:
@@ -267,18 +272,23 @@ def _midi_pitches(path, instruments):
     except Exception as err:  # pretty_midi raises many types for a broken file
         raise InputError(path, f"not a readable MIDI file ({err})") from err
     tracks = midi.instruments if instruments == "all" else midi.instruments[:1]
-    notes = sorted((n for track in tracks for n in track.notes), key=lambda n: (n.start, n.pitch))
-    if not notes:
+    if not any(track.notes for track in tracks):
         raise InputError(path, "MIDI file has no notes")
-    return [n.pitch for n in notes]
+    if segmenting == "authors":
+        notes = tracks[0].notes
+        # the k with (k + 1) * length < len(notes), as the authors' `while (i+1)*128 < len(notes)`
+        cuts = [notes[k * length:(k + 1) * length] for k in range((len(notes) - 1) // length)]
+        return [[n.pitch for n in sorted(cut, key=lambda n: n.start)] for cut in cuts]
+    notes = sorted((n for track in tracks for n in track.notes), key=lambda n: (n.start, n.pitch))
+    return [[n.pitch for n in notes[k * length:(k + 1) * length]] for k in range(len(notes) // length)]
 
 
 def midi_examples(raw_dir, task):
     """MAESTRO layout: a `metadata` file naming each MIDI file, its label (`label_column`, default
     canonical_composer) and its split; a user's CSV may leave out the split column, and its pieces
-    are then split at `split_fractions` with `seed`. Notes are cut into consecutive segments of
-    `segment_length` pitches, the trailing partial segment dropped; each segment carries its piece
-    for vote evaluation. `workers` processes parse the files; the output keeps metadata order.
+    are then split at `split_fractions` with `seed`. Notes are cut into segments of `segment_length`
+    pitches as `segmenting` says (see _midi_segments); each segment carries its piece for vote
+    evaluation. `workers` processes parse the files; the output keeps metadata order.
     Paths are relative to `directory` of the source (MAESTRO's zip unpacks into maestro-v1.0.0/)."""
     raw_dir = Path(raw_dir) / task.get("directory", "")
     meta_path = raw_dir / task.get("metadata", "metadata.csv")
@@ -292,20 +302,19 @@ def midi_examples(raw_dir, task):
             raise InputError(meta_path, f"missing MIDI file '{row['midi_filename']}'", record)
     splits = ([MIDI_SPLITS[row["split"]] for _, row in rows] if has_splits
               else _random_splits(len(rows), task["split_fractions"], task["seed"]))
-    read = functools.partial(_midi_pitches, instruments=task["instruments"])
+    read = functools.partial(_midi_segments, instruments=task["instruments"], segmenting=task["segmenting"],
+                             length=task["segment_length"])
     paths = [raw_dir / row["midi_filename"] for _, row in rows]
     if task.get("workers", 1) > 1:
         with ProcessPoolExecutor(task["workers"]) as pool:
             pieces = list(pool.map(read, paths, chunksize=4))
     else:
         pieces = map(read, paths)
-    length = task["segment_length"]
     examples = []
-    for (_, row), split, pitches in zip(rows, splits, pieces):
+    for (_, row), split, segments in zip(rows, splits, pieces):
         name = row["midi_filename"]
-        for k in range(len(pitches) // length):
-            examples.append({"id": f"{name}#{k}", "split": split, "symbols": pitches[k * length:(k + 1) * length],
-                             "label": row[label_column], "group": name})
+        examples += [{"id": f"{name}#{k}", "split": split, "symbols": segment, "label": row[label_column],
+                      "group": name} for k, segment in enumerate(segments)]
     return examples
 
 
@@ -494,6 +503,25 @@ def _labels(examples, task, source):
     return ids, names
 
 
+def native_ids(task_name, task):
+    """The vocabulary of a non-text task ([PAD], [CLS], [SEP], then its alphabet) and the id of every
+    symbol it reads: the alphabet's own, and each of `alphabet_synonyms` on the id of the symbol it
+    stands for. An option that points outside the alphabet is a ConfigError naming it."""
+    where = f"tasks.{task_name}"
+    alphabet = [str(a) for a in task.get("alphabet") or DEFAULT_ALPHABETS[task["reader"]]]
+    vocab = tokens.native_vocabulary(alphabet)
+    ids = {symbol: i for i, symbol in enumerate(vocab)}
+    for synonym, symbol in task.get("alphabet_synonyms", {}).items():
+        if synonym in alphabet:
+            raise ConfigError(f"{where}.alphabet_synonyms", f"'{synonym}' is a symbol of the alphabet itself")
+        if symbol not in alphabet:
+            raise ConfigError(f"{where}.alphabet_synonyms", f"'{synonym}' stands for '{symbol}', not in the alphabet")
+        ids[synonym] = ids[symbol]
+    if "unknown_symbol" in task and task["unknown_symbol"] not in alphabet:
+        raise ConfigError(f"{where}.unknown_symbol", f"'{task['unknown_symbol']}' is not in the alphabet")
+    return vocab, ids
+
+
 def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
     """Read one task's raw source and write its token file."""
     examples = READERS[task["reader"]](raw_dir, task)
@@ -526,22 +554,27 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
                             "token_type_ids": types if pairs else [], "group": ex["id"],
                             "subset": ex.get("subset", ""), "label": label})
     else:
-        alphabet = [str(a) for a in task.get("alphabet") or DEFAULT_ALPHABETS[task["reader"]]]
-        vocab = tokens.native_vocabulary(alphabet)
-        index = {symbol: i for i, symbol in enumerate(vocab)}
+        vocab, symbol_ids = native_ids(task_name, task)
+        unknown_id = symbol_ids[task["unknown_symbol"]] if "unknown_symbol" in task else None
         specials = task["add_special_tokens"]
         body = max_length - 2 if specials else max_length
         meta.update(vocabulary="native", symbols=vocab, vocab_size=len(vocab))
+        unknown = Counter()  # symbols read as unknown_symbol, for the job log
         for ex, label in zip(examples, labels):
-            try:
-                ids = [index[str(s)] for s in ex["symbols"][:body]]
-            except KeyError as err:
-                raise _error(ex, raw_dir, f"symbol {err} is not in the task alphabet") from None
+            symbols = [str(s) for s in ex["symbols"][:body]]
+            outside = [s for s in symbols if s not in symbol_ids]
+            if outside and unknown_id is None:
+                raise _error(ex, raw_dir, f"symbol '{outside[0]}' is not in the task alphabet")
+            unknown.update(outside)
+            ids = [symbol_ids.get(s, unknown_id) for s in symbols]
             if not ids:
                 raise _error(ex, raw_dir, "empty sequence")
             if specials:
                 ids = [tokens.CLS] + ids + [tokens.SEP]
             records.append({"id": ex["id"], "split": ex["split"], "input_ids": ids, "token_type_ids": [],
                             "group": ex.get("group", ex["id"]), "label": label})
+        if unknown:
+            log.info("%s: symbols outside the alphabet read as '%s': %s", task_name, task["unknown_symbol"],
+                     dict(sorted(unknown.items())))
     tokens.write_token_file(out_path, records, meta)
 
