@@ -196,6 +196,17 @@ def test_training_settings_merge_defaults_then_task_then_experiment(config):
     assert Grid(config).hparams("non-text", "protein")["lr"] == 1e-3
 
 
+def test_training_options_left_unset_stay_out_of_a_runs_params(config):
+    """The engine applies their defaults: a new option leaves the params (and so the finished jobs)
+    of runs that do not set it as they were."""
+    hparams = Grid(config).hparams("steps", "dna")
+    assert not {"optimizer", "lr_schedule", "precision", "fraction_sampling", "score_train"} & set(hparams)
+    config["experiments"]["steps"]["training"] = {"optimizer": "novograd", "precision": "fp32"}
+    assert {"optimizer": "novograd", "precision": "fp32"}.items() <= Grid(config).hparams("steps", "dna").items()
+    config["experiments"]["steps"]["training"] = {"optimizer": "sgd"}
+    assert "optimizer" in error_of(config)
+
+
 def test_a_hub_series_is_fetched_step_by_step_and_reads_its_first_steps_vocabulary(config):
     config["pretrain"]["multiberts"] = {**MULTIBERTS, "revision": "step-{step}", "sha256": {"20000": "ab" * 32}}
     config["experiments"]["hub"] = {"tasks": ["word-order"], "models": ["multiberts@20000"], "token_maps": ["identity"]}

@@ -93,9 +93,10 @@ def test_inits_keep_exactly_the_weights_they_promise(tiny_bert, init):
     assert expected[init]
 
 
-def test_a_killed_finetune_resumes_to_the_metrics_of_an_uninterrupted_run(task_files, tiny_bert, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "novograd"])
+def test_a_killed_finetune_resumes_to_the_metrics_of_an_uninterrupted_run(task_files, tiny_bert, tmp_path, optimizer):
     tokens_path, map_path = task_files
-    hp = {**HP, "max_steps": 60, "checkpoint_every": 2}
+    hp = {**HP, "max_steps": 60, "checkpoint_every": 2, "optimizer": optimizer}
     reference = finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "ref", tmp_path / "sref", hp)
     command = [sys.executable, "-m", "crossdisc", "finetune", "--tokens", str(tokens_path), "--token-map", str(map_path),
                "--model", str(tiny_bert), "--init", "pretrained", "--hparams", json.dumps(hp),
@@ -112,6 +113,108 @@ def test_a_killed_finetune_resumes_to_the_metrics_of_an_uninterrupted_run(task_f
     resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert resumed["metrics"] == reference["metrics"]
     assert pd.read_parquet(tmp_path / "run" / "curve.parquet").equals(pd.read_parquet(tmp_path / "ref" / "curve.parquet"))
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "adagrad", "adamax", "radam", "novograd"])
+def test_every_optimizer_continues_exactly_from_its_saved_state(tmp_path, name):
+    """What resumption needs of an optimiser: its state, saved and loaded as tensors and plain
+    containers (training.save_state/load_state), continues the steps of the uninterrupted run."""
+    from crossdisc.training import load_state, save_state
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        return model, finetune.build_optimizer(name, model.parameters(), lr=1e-2, weight_decay=0.01)
+
+    inputs, targets = torch.randn(16, 4, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 2
+
+    def train(model, optimizer, steps):
+        for _ in range(steps):
+            torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    model, optimizer = model_and_optimizer()
+    train(model, optimizer, 3)
+    save_state(tmp_path / "state.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    train(model, optimizer, 3)
+    resumed, resumed_optimizer = model_and_optimizer()
+    state = load_state(tmp_path / "state.pt")
+    resumed.load_state_dict(state["model"])
+    resumed_optimizer.load_state_dict(state["optimizer"])
+    train(resumed, resumed_optimizer, 3)
+    fresh, _ = model_and_optimizer()
+    assert not torch.equal(resumed[0].weight, fresh[0].weight)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_novograd_takes_the_steps_of_ginsburg_et_al():
+    """Per layer: v = |g|^2 at the first step, then beta2 v + (1 - beta2) |g|^2; m = g / sqrt(v) +
+    wd * w at the first step, then beta1 m + g / sqrt(v) + wd * w; w -= lr m (betas 0.95, 0.98)."""
+    weight, other = torch.nn.Parameter(torch.tensor([1.0, 2.0])), torch.nn.Parameter(torch.tensor([3.0]))
+    optimizer = finetune.build_optimizer("novograd", [weight, other], lr=0.1, weight_decay=0.5)
+    weight.grad, other.grad = torch.tensor([0.3, 0.4]), torch.tensor([2.0])
+    optimizer.step()
+    # |g| = 0.5: m = [0.6, 0.8] + 0.5 * [1, 2] = [1.1, 1.8]; the other layer: 1 + 0.5 * 3 = 2.5
+    np.testing.assert_allclose(weight.detach(), [1 - 0.11, 2 - 0.18], rtol=1e-6)
+    np.testing.assert_allclose(other.detach(), [3 - 0.25], rtol=1e-6)
+    weight.grad, other.grad = torch.tensor([0.6, 0.8]), torch.tensor([2.0])
+    optimizer.step()
+    # v = 0.98 * 0.25 + 0.02 * 1.0 = 0.265; m = 0.95 * [1.1, 1.8] + [0.6, 0.8] / sqrt(0.265) + 0.5 * [0.89, 1.82]
+    m = 0.95 * np.array([1.1, 1.8]) + np.array([0.6, 0.8]) / np.sqrt(0.265) + 0.5 * np.array([0.89, 1.82])
+    np.testing.assert_allclose(weight.detach(), np.array([0.89, 1.82]) - 0.1 * m, rtol=1e-6)
+
+
+def test_subsample_stratified_keeps_each_labels_share():
+    """The class counts of RTE's training split (2,490 pairs) and CoLA's (8,551 sentences) at 1%:
+    25 and 86 examples, as the plain draw, shared out by the largest remainders; and three classes."""
+    cases = (((1249, 1241), 0.01, (13, 12)),  # quotas 12.54, 12.46
+             ((2528, 6023), 0.01, (25, 61)),  # quotas 25.43, 60.58
+             ((5, 7, 8), 0.25, (1, 2, 2)))  # quotas 1.25, 1.75, 2.0
+    for counts, fraction, expected in cases:
+        labels = np.repeat(np.arange(len(counts)), counts)
+        train = pd.DataFrame({"id": [f"r{i}" for i in range(len(labels))], "label": labels})
+        subset = finetune.subsample(train, fraction, seed=100, stratified=True)
+        assert tuple(subset["label"].value_counts().sort_index()) == expected
+        assert subset["id"].is_unique and len(subset) == len(finetune.subsample(train, fraction, seed=100))
+        assert subset.equals(finetune.subsample(train, fraction, seed=100, stratified=True))
+        # the default draw is the one every earlier run made: a seeded sample of the whole split
+        assert finetune.subsample(train, fraction, seed=100).equals(
+            train.sample(n=len(subset), random_state=100).reset_index(drop=True))
+
+
+def test_score_train_scores_the_subset_trained_on(task_files, tiny_bert, tmp_path):
+    tokens_path, map_path = task_files
+    hp = {**HP, "max_steps": 4, "early_stopping": False, "score_train": True, "fraction_sampling": "stratified"}
+    summary = finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "run", tmp_path / "state",
+                                hp, fraction=0.5)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(written["metrics"]) == {"train", "dev", "test"}
+    assert set(written["metrics"]["train"]) == set(written["metrics"]["test"]) == {"accuracy", "mcc", "f1"}
+    assert written["train"] == written["metrics"]["train"]["accuracy"] == summary["train"]
+    predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    train = predictions[predictions["split"] == "train"]
+    assert len(train) == written["train_examples"] == 34  # half of the 68 training examples
+    assert written["train"] == np.mean(train["label"] == train["prediction"])
+
+
+def test_precision_fp32_turns_bf16_autocast_off(monkeypatch):
+    from crossdisc.training import uses_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert uses_bf16(cuda, "bf16") and not uses_bf16(cuda, "fp32")
+    assert not uses_bf16(cpu, "bf16")  # a CPU runs fp32 whatever the setting
+
+
+def test_the_precision_setting_reaches_the_loop(task_files, tiny_bert, tmp_path, monkeypatch):
+    asked = []
+    real = finetune.autocast_for
+    monkeypatch.setattr(finetune, "autocast_for", lambda device, precision: asked.append(precision) or real(device, precision))
+    tokens_path, map_path = task_files
+    summary = finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "run", tmp_path / "state",
+                                {**HP, "max_steps": 2, "precision": "fp32"})
+    assert asked == ["fp32"] and summary["bf16_autocast"] is False
 
 
 def prepared_corpus(tmp_path, tokenizer_dir):
@@ -227,8 +330,10 @@ def test_length_grouping_pads_less_and_covers_every_example_once():
 
 def test_stop_loss_ends_training_once_the_loss_has_converged(task_files, tiny_bert, tmp_path):
     tokens_path, map_path = task_files
-    hp = {**HP, "lr": 3e-3, "max_steps": 400, "stop_loss": 0.2, "stop_window": 5, "early_stopping": False}
+    hp = {**HP, "lr": 3e-3, "max_steps": 400, "stop_loss": 0.2, "stop_window": 5, "early_stopping": False,
+          "lr_schedule": "constant"}
     summary = finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "run", tmp_path / "state", hp)
     curve = pd.read_parquet(tmp_path / "run" / "curve.parquet")
-    assert summary["steps"] == len(curve) < 400
+    assert summary["steps"] == len(curve) < 400 and summary["converged"] is True
     assert curve["loss"].tail(5).mean() < 0.2
+    assert (curve["lr"] == 3e-3).all()  # constant: no decay towards the cap

@@ -5,7 +5,8 @@ checkpoint, resumable state), then the outputs. Disciplines differ only in their
 labels, task kind) and their token map; nothing here branches on the discipline.
 
 Defaults follow the paper: Adam (AdamW without weight decay), lr 1e-5, batch 32, linear decay to
-zero, no warm-up, no gradient clipping.
+zero, no warm-up, no gradient clipping. The other optimisers are those of the paper's search
+(appendix A); a constant lr and a step cap serve the runs that train until the loss converges.
 """
 
 import functools
@@ -23,14 +24,46 @@ from tqdm import tqdm
 from . import accel, metrics, token_maps, tokens
 from .files import atomic_path, write_text
 from .models import build_classifier
-from .training import StepLog, autocast_for, data_generator, load_state, pick_device, save_state, seed_step
+from .training import (StepLog, autocast_for, data_generator, load_state, pick_device, save_state, seed_step,
+                       uses_bf16)
 
 DEFAULTS = {
     "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
     "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": "accuracy",
     "group_by_length": True, "stop_loss": None, "stop_window": 20, "cuda_graphs": True,
+    "optimizer": "adamw", "lr_schedule": "linear", "precision": "bf16", "fraction_sampling": "random",
+    "score_train": False,
 }
 MEGA_BATCH = 50  # batches whose examples are sorted by length together (as Hugging Face's LengthGroupedSampler)
+
+
+def subsample(train, fraction, seed, stratified=False):
+    """The paper's low-resource setting: a fixed random subset of `fraction` of the training split,
+    drawn with the seed. Stratified, each label keeps its share of the subset (the largest remainders
+    settle the rounding), so that 25 RTE pairs are not 9 against 16 by chance; the size is the same."""
+    keep = max(1, round(len(train) * fraction))
+    if not stratified:
+        return train.sample(n=keep, random_state=seed).reset_index(drop=True)
+    quotas = train["label"].value_counts().sort_index() * keep / len(train)
+    sizes = np.floor(quotas).astype(int)
+    largest_remainders = (quotas - sizes).sort_values(ascending=False, kind="stable").index
+    sizes.loc[largest_remainders[: keep - sizes.sum()]] += 1
+    parts = [train[train["label"] == label].sample(n=size, random_state=seed) for label, size in sizes.items()]
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def build_optimizer(name, parameters, lr, weight_decay):
+    """AdamW (the default; decoupled weight decay) or an optimiser of the paper's search: Adagrad,
+    Adam, Adamax, RAdam (torch's, weight decay added to the gradient) and NovoGrad (Ginsburg et al.
+    2019: a second moment per layer, as NVIDIA's NeMo/apex reference and its defaults)."""
+    if name == "novograd":
+        from pytorch_optimizer import NovoGrad
+
+        return NovoGrad(parameters, lr=lr, betas=(0.95, 0.98), weight_decay=weight_decay, grad_averaging=False)
+    optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad,
+                  "adamax": torch.optim.Adamax, "radam": torch.optim.RAdam}
+    fused = {"fused": True} if name in ("adamw", "adam") else {}  # one kernel for the whole update
+    return optimizers[name](parameters, lr=lr, weight_decay=weight_decay, **fused)
 
 
 def collate(rows, table, device, multiple=1):
@@ -83,16 +116,16 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     hp = {**DEFAULTS, **hparams}
     out_dir, state_path = Path(out_dir), Path(state_dir) / "state.pt"
     device = pick_device(device)
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, hp["precision"])
 
     # ---- data -----------------------------------------------------------------------------------
     frame, meta = tokens.read_token_file(tokens_path)
     kind = meta["kind"]
     table = torch.tensor(token_maps.read_table(token_map_path), dtype=torch.long)
     train = frame[frame["split"] == "train"].reset_index(drop=True)
-    if fraction < 1.0:  # the paper's low-resource setting: a fixed random subset of train
-        keep = max(1, round(len(train) * fraction))
-        train = train.sample(n=keep, random_state=seed).reset_index(drop=True)
+    if fraction < 1.0:  # the paper's low-resource setting
+        stratified = hp["fraction_sampling"] == "stratified" and kind != "regression"  # regression: no classes
+        train = subsample(train, fraction, seed, stratified)
     dev = frame[frame["split"] == "dev"].reset_index(drop=True)
     test = frame[frame["split"] == "test"].reset_index(drop=True)
     micro_per_epoch = math.ceil(len(train) / hp["batch_size"])
@@ -132,8 +165,10 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         return loss.detach()
 
     run_micro_batch = accel.micro_batch_runner(train_micro_batch, model, device, hp["cuda_graphs"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
+    optimizer = build_optimizer(hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"])
+    schedules = {"linear": lambda s: max(0.0, 1 - s / total_steps),  # the paper's: to zero, no warm-up
+                 "constant": lambda s: 1.0}  # until converged: the lr does not reach zero at the cap first
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[hp["lr_schedule"]])
     step, curve, evaluations, best = 0, StepLog(), [], None
 
     if state := load_state(state_path):  # resume exactly where a killed run stopped
@@ -196,7 +231,8 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     if best is not None:
         model.load_state_dict(best["model"])
     results, predictions = {}, []
-    for split, part in (("dev", dev), ("test", test)):
+    scored = (("train", train),) if hp["score_train"] else ()  # the appendix's search ranks on train
+    for split, part in scored + (("dev", dev), ("test", test)):
         preds = predict(model, part, table, kind, 2 * hp["batch_size"], device, autocast)
         if len(part):  # a task may have no dev split (or, trained for its curve alone, no test)
             results[split] = metrics.score(part, preds, kind, hp["metric"])
@@ -213,13 +249,16 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         "metric": hp["metric"],
         "test": results.get("test", {}).get(hp["metric"]),
         "dev": results.get("dev", {}).get(hp["metric"]),
+        "train": results.get("train", {}).get(hp["metric"]),
         "metrics": results,
         "steps": step,
+        "converged": None if hp["stop_loss"] is None else bool(converged(curve)),
         "best_step": best["step"] if best else step,
         "train_examples": len(train),
         "train_seconds": round(seconds, 2),
         "examples_per_second": round(examples / seconds, 2) if seconds > 0 else None,
         "device": str(device),
+        "bf16_autocast": uses_bf16(device, hp["precision"]),
         "cuda_graphs": accel.replays_graphs(run_micro_batch),
         "hparams": hp,
         "seed": seed,

@@ -1,6 +1,7 @@
 """What fine-tuning and pre-training share: the device picked at run time, bf16 autocast on GPUs
-that support it, the seeds that make a run reproducible and resumable exactly, the resumable state
-file, and a per-step loss log that does not make the CPU wait for the GPU every step."""
+that support it (or fp32 throughout, where asked), the seeds that make a run reproducible and
+resumable exactly, the resumable state file, and a per-step loss log that does not make the CPU
+wait for the GPU every step."""
 
 import torch
 
@@ -15,10 +16,16 @@ def pick_device(requested="auto"):
     return torch.device(requested)
 
 
-def autocast_for(device):
-    """A context factory: bf16 autocast on a GPU that supports it; a no-op on CPU, where runs stay
-    fp32 and exactly reproducible."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+def uses_bf16(device, precision="bf16"):
+    """Whether a run autocasts to bf16: with precision bf16, on a GPU that supports it. Never on a
+    CPU, where runs stay fp32 and exactly reproducible, nor with precision fp32, which is full fp32
+    (PyTorch leaves TF32 matrix products off unless asked)."""
+    return precision == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def autocast_for(device, precision="bf16"):
+    """A context factory: bf16 autocast where `uses_bf16`, else a no-op."""
+    enabled = uses_bf16(device, precision)
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
