@@ -5,7 +5,8 @@ checkpoint, resumable state), then the outputs. Disciplines differ only in their
 labels, task kind) and their token map; nothing here branches on the discipline.
 
 Defaults follow the paper: Adam (AdamW without weight decay), lr 1e-5, batch 32, linear decay to
-zero, no warm-up, no gradient clipping.
+zero, no warm-up, no gradient clipping. A baseline trains here too, as a model family (Hilbert-CNN:
+its own input encoding in its forward, its own L2 penalty in its output, its settings in config).
 """
 
 import functools
@@ -28,7 +29,7 @@ from .training import StepLog, autocast_for, data_generator, load_state, pick_de
 DEFAULTS = {
     "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
     "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": "accuracy",
-    "group_by_length": True, "stop_loss": None, "stop_window": 20, "cuda_graphs": True,
+    "group_by_length": True, "stop_loss": None, "stop_window": 20, "cuda_graphs": True, "schedule": "linear",
 }
 MEGA_BATCH = 50  # batches whose examples are sorted by length together (as Hugging Face's LengthGroupedSampler)
 
@@ -129,24 +130,28 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
 
     # ---- model and optimiser --------------------------------------------------------------------
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
-    model = build_classifier(model_dir, init, num_labels, seed).to(device).train()
+    longest = int(frame["input_ids"].map(len).max())
+    model = build_classifier(model_dir, init, num_labels, seed, meta.get("symbols"), longest).to(device).train()
     accel.prepare(model, device, classifier=True)  # speed only: trains as the plain model does
     multiple = accel.batch_width_multiple(device, hp["cuda_graphs"])
 
     def train_micro_batch(batch, labels):
         """Forward, loss and backward of one micro-batch; returns its (undivided) loss."""
         with autocast():
-            logits = model(**batch).logits.float()
+            output = model(**batch)
+        logits = output.logits.float()
         if kind == "regression":
             loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
         else:
             loss = torch.nn.functional.cross_entropy(logits, labels)
-        (loss / hp["grad_accum"]).backward()
+        penalty = getattr(output, "penalty", None)  # a family's own regulariser (Hilbert-CNN: L2 on its kernels)
+        ((loss if penalty is None else loss + penalty) / hp["grad_accum"]).backward()
         return loss.detach()
 
     run_micro_batch = accel.micro_batch_runner(train_micro_batch, model, device, hp["cuda_graphs"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
+    schedules = {"linear": lambda s: max(0.0, 1 - s / total_steps), "constant": lambda s: 1.0}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[hp["schedule"]])
     step, curve, evaluations, best = 0, StepLog(), [], None
 
     if state := load_state(state_path):  # resume exactly where a killed run stopped

@@ -17,7 +17,12 @@ from .first_position import first_position_last_layer
 
 
 def prepare(model, device, classifier=True):
-    """The model, in place, with the speed-ups that apply to it on `device`."""
+    """The model, in place, with the speed-ups that apply to it on `device`. They are for Hugging
+    Face models; a model family of the pipeline's own (Hilbert-CNN) is left as it is."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        return model
     use_cpu_dropout(model)  # leaves a GPU model alone
     if classifier:
         first_position_last_layer(model)
