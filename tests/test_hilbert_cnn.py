@@ -56,7 +56,10 @@ def test_the_curve_visits_every_cell_once_each_step_to_a_neighbour_and_fills_its
                                           (32, (4, 8)), (1, (1, 1))])
 def test_the_image_is_the_smallest_curve_or_half_curve_holding_the_kmers(cells, shape):
     assert hilbert_cnn.curve_image(cells).shape == shape
-    # the authors' image for the 500-bp histone sequences: hilbert_curve(32)[:16, :]
+
+
+def test_the_histone_image_is_the_authors_cut_of_the_order_32_curve():
+    # main.py: H = hilbert_curve(32)[:16, :], for the 497 4-mers of a 500-bp sequence
     assert (hilbert_cnn.curve_image(497) == hilbert_cnn.hilbert_curve(32)[:16]).all()
 
 
@@ -141,7 +144,8 @@ def test_a_hilbert_cnn_run_trains_on_the_test_configs_dna_task_through_the_cli(t
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["models"]["hilbert-cnn"] = ARCHITECTURE
     config["experiments"]["specific"] = {"tasks": ["dna"], "models": ["hilbert-cnn"], "inits": ["scratch"],
-                                         "token_maps": ["native"], "training": {"lr": 3e-3, "schedule": "constant", "max_steps": 2}}
+                                         "token_maps": ["native"],
+                                         "training": {"lr": 3e-3, "schedule": "constant", "max_steps": 2}}
     grid = Grid(config)
     run = next(run for run in grid.runs if run["experiment"] == "specific")
     inputs = grid.finetune_inputs(**run)

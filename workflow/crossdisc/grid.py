@@ -185,8 +185,8 @@ class Grid:
         if self.is_architecture(run["model"]):
             family = self.config["models"][run["model"]]["family"]
             if run["init"] != ARCHITECTURE_INIT:
-                raise ConfigError(f"{where}.inits", f"model '{run['model']}' is built from its architecture ({family}): "
-                                  f"init '{ARCHITECTURE_INIT}' only, not '{run['init']}'")
+                raise ConfigError(f"{where}.inits", f"model '{run['model']}' is built from its architecture "
+                                  f"({family}): init '{ARCHITECTURE_INIT}' only, not '{run['init']}'")
             if run["token_map"] != ARCHITECTURE_TOKEN_MAP:
                 raise ConfigError(f"{where}.token_maps", f"model '{run['model']}' reads the task's own symbols: token "
                                   f"map '{ARCHITECTURE_TOKEN_MAP}' only, not '{run['token_map']}'")

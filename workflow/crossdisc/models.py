@@ -172,9 +172,11 @@ def _build_family(model_dir, family, init, num_labels, seed, symbols, longest):
     if family != hilbert_cnn.FAMILY:
         raise InputError(model_dir, f"unknown model family '{family}' (expected {hilbert_cnn.FAMILY})")
     if init != "scratch":
-        raise InputError(model_dir, f"a {family} model is built from its architecture: init 'scratch' only, not '{init}'")
+        raise InputError(model_dir, f"a {family} model is built from its architecture: init 'scratch' only, "
+                                    f"not '{init}'")
     if symbols is None:
-        raise InputError(model_dir, f"a {family} model reads a task's own symbols: the token file has a text vocabulary")
+        raise InputError(model_dir, f"a {family} model reads a task's own symbols: the token file has a text "
+                                    "vocabulary")
     config = json.loads((Path(model_dir) / ARCHITECTURE_CONFIG).read_text())
     torch.manual_seed(seed)
     return hilbert_cnn.HilbertCNN(symbols, longest, num_labels, kmer=config["kmer"])
