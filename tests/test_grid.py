@@ -93,6 +93,48 @@ def test_a_cross_reference_the_schema_cannot_check_is_one_line_naming_the_key(co
     assert error_of(config).startswith(message)
 
 
+HILBERT_CNN = {"source": "architecture", "family": "hilbert-cnn"}
+
+
+def with_hilbert_cnn(config, **experiment):
+    config["models"]["hilbert-cnn"] = dict(HILBERT_CNN)
+    config["experiments"]["specific"] = {"tasks": ["dna"], "models": ["hilbert-cnn"], "inits": ["scratch"],
+                                         "token_maps": ["native"], **experiment}
+    return config
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"inits": ["scratch", "pretrained"]}, "config: experiments.specific.inits: model 'hilbert-cnn' is built from its "
+                                           "architecture (hilbert-cnn): init 'scratch' only, not 'pretrained'"),
+    ({"token_maps": ["most-frequent"]}, "config: experiments.specific.token_maps: model 'hilbert-cnn' reads the "
+                                        "task's own symbols: token map 'native' only, not 'most-frequent'"),
+    ({"models": ["tiny"]}, "config: experiments.specific.token_maps: token map 'native' is for models built from "
+                           "their architecture (source: architecture), not 'tiny'"),
+    ({"tasks": ["word-order"]}, "config: experiments.specific: token map 'native' does not apply to text task"),
+])
+def test_a_model_built_from_its_architecture_trains_from_scratch_on_the_native_ids_alone(config, experiment, message):
+    assert error_of(with_hilbert_cnn(config, **experiment)).startswith(message)
+
+
+def test_an_architecture_needs_its_family_and_gets_its_defaults(config):
+    with_hilbert_cnn(config)
+    assert Grid(copy.deepcopy(config)).model_spec("hilbert-cnn")["kmer"] == 4  # the authors' 4-mers
+    del config["models"]["hilbert-cnn"]["family"]
+    assert error_of(config) == "config: models.hilbert-cnn: 'family' is a required property"
+
+
+def test_a_model_built_from_its_architecture_reads_the_native_token_file_through_the_native_map(config):
+    grid = Grid(with_hilbert_cnn(config))
+    run = next(run for run in grid.runs if run["model"] == "hilbert-cnn")
+    assert grid.vocabulary_of("hilbert-cnn") == "native"
+    assert grid.finetune_inputs(**run) == {"tokens": "results/tokens/dna/native.parquet",
+                                           "token_map": "results/token_maps/native/dna/native.parquet",
+                                           "model": "results/models/hilbert-cnn"}
+    assert grid.token_map_inputs(token_map="native", task="dna", vocab="native") == {
+        "tokens": "results/tokens/dna/native.parquet"}  # the native vocabulary has no tokenizer
+    assert re.fullmatch(grid.wildcard_constraints()["token_map"], "native")
+
+
 def test_paper_figures_must_name_what_the_config_defines(config):
     curve = {"label": "BERT", "experiment": "non-text", "model": "tiny", "init": "pretrained"}
     figure = {"name": "figure2", "kind": "loss", "title": "t", "rows": [{"tasks": ["rna"], "curves": [curve]}]}

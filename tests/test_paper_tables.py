@@ -123,3 +123,13 @@ def test_latex_has_one_tabular_per_table_with_the_same_cells_as_markdown():
     assert latex.count("\\begin{tabular}") == 3
     assert "shift 1000 & BERT & 81.0 $\\pm$ 1.4 (n=2) / 81.2 (-0.2) & 70.0 / 77.8 (-7.8) \\\\" in latex
     assert "shift 1000 1\\% data & BERT & 60.0 / 66.5 (-6.5)" in latex
+
+
+def test_a_row_of_models_of_different_tasks_shows_ours_where_its_entry_runs_the_task():
+    published = pd.DataFrame([["table2", "", "specific", "h3", "accuracy", "test", "87.3"],
+                              ["table2", "", "specific", "localization", "accuracy", "test", "69.0"]],
+                             columns=PUBLISHED.columns)
+    runs = pd.DataFrame([run("table2-hilbert-cnn", "h3", "hilbert-cnn", "scratch", "native", "1.0", 100, 0.85, 0.86)])
+    specific = paper_tables(runs, PAPER_ROWS, published)["table2"].loc[("", "specific")]
+    assert specific[("h3", "ours")] == 85.0 and specific[("h3", "diff")] == -2.3
+    assert specific[("localization", "note")] == "not run here"  # PLUS-TFM

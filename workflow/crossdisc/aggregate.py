@@ -24,9 +24,10 @@ RUN_KEYS = list(RUN_KEYS)
 CELL_KEYS = RUN_KEYS[:-1]
 
 # The paper's published numbers (workflow/data/published.csv) and where config/paper.yaml runs
-# each of their rows: (section, row label as printed) -> the grid cell, task aside. Main Table 1
-# and appendix Table 1 share their rows, as do Table 2 (test) and appendix Table 2 (validation);
-# Table 2's "specific" row (PLUS-TFM, Hilbert-CNN) is not run by the pipeline.
+# each of their rows: (section, row label as printed) -> the grid cell, task aside (an entry's
+# `tasks`, where given, are the tasks it runs: Table 2's "specific" row is Hilbert-CNN on DNA, and
+# PLUS-TFM, which the pipeline does not run, on protein). Main Table 1 and appendix Table 1 share
+# their rows, as do Table 2 (test) and appendix Table 2 (validation).
 PUBLISHED_SPLITS = {"test": "test", "validation": "dev"}
 # What a paper table holds per task; `note` says why `ours` is missing, or some of its seeds are.
 PAPER_FIELDS = ["ours", "std", "n", "paper", "diff", "note", "metric"]
@@ -168,7 +169,7 @@ def _paper_cell(cell, target, stats, lost):
     paper = float(cell.value) if cell.value != "" else math.nan
     values = {"ours": math.nan, "std": math.nan, "n": 0, "paper": paper, "diff": math.nan, "note": "",
               "metric": cell.metric}
-    if target is None:
+    if target is None or cell.task not in target.get("tasks", [cell.task]):
         return {**values, "note": NOT_RUN_HERE}
     key = (target["experiment"], cell.task, target["model"], target["init"], target["token_map"],
            _fraction(target.get("fraction", 1.0)))

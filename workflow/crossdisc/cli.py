@@ -40,7 +40,7 @@ def _commands():
     p = sub.add_parser("token-map", help="build a token map table for one task and model vocabulary")
     p.add_argument("--strategy", required=True)
     p.add_argument("--tokens", required=True)
-    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--tokenizer", help="the model's tokenizer (every strategy but native)")
     p.add_argument("--corpus", help="prepared corpus (prepare-corpus) whose token counts define most-frequent")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--out", required=True)
@@ -91,7 +91,9 @@ def run(args):
     elif args.command == "token-map":
         from . import token_maps, tokens
         from .models import load_tokenizer
-        tokenizer = load_tokenizer(args.tokenizer)
+        if not args.tokenizer and args.strategy != token_maps.NATIVE:
+            raise InputError(args.tokens, f"token map '{args.strategy}' needs the model's --tokenizer")
+        tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
         meta = tokens.read_meta(args.tokens)
         counts = token_maps.count_tokens(args.corpus, tokenizer) if args.corpus else None
         table = token_maps.build_table(args.strategy, meta, tokenizer, args.seed, counts)

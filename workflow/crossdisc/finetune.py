@@ -6,7 +6,9 @@ labels, task kind) and their token map; nothing here branches on the discipline.
 
 Defaults follow the paper: Adam (AdamW without weight decay), lr 1e-5, batch 32, linear decay to
 zero, no warm-up, no gradient clipping. The other optimisers are those of the paper's search
-(appendix A); a constant lr and a step cap serve the runs that train until the loss converges.
+(appendix A); a constant lr and a step cap serve the runs that train until the loss converges. A
+baseline trains here too, as a model family (Hilbert-CNN: its own input encoding in its forward,
+its own L2 penalty in its output, its settings in config).
 """
 
 import functools
@@ -149,19 +151,22 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
 
     # ---- model and optimiser --------------------------------------------------------------------
     num_labels = 1 if kind == "regression" else len(meta["label_names"])
-    model = build_classifier(model_dir, init, num_labels, seed).to(device).train()
+    longest = int(frame["input_ids"].map(len).max())
+    model = build_classifier(model_dir, init, num_labels, seed, meta.get("symbols"), longest).to(device).train()
     accel.prepare(model)  # speed only: trains as the plain model does
     multiple = accel.batch_width_multiple(device, hp["cuda_graphs"])
 
     def train_micro_batch(batch, labels):
         """Forward, loss and backward of one micro-batch; returns its (undivided) loss."""
         with autocast():
-            logits = model(**batch).logits.float()
+            output = model(**batch)
+        logits = output.logits.float()
         if kind == "regression":
             loss = torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float())
         else:
             loss = torch.nn.functional.cross_entropy(logits, labels)
-        (loss / hp["grad_accum"]).backward()
+        penalty = getattr(output, "penalty", None)  # a family's own regulariser (Hilbert-CNN: L2 on its kernels)
+        ((loss if penalty is None else loss + penalty) / hp["grad_accum"]).backward()
         return loss.detach()
 
     run_micro_batch = accel.micro_batch_runner(train_micro_batch, model, device, hp["cuda_graphs"])

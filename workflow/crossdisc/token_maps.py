@@ -14,6 +14,8 @@ padding included, as the authors did. Strategies (names as in the config):
   slots, specials to the model's own (the paper's degrading ablation).
   A `+model-specials` suffix on a non-text strategy sends [PAD]/[CLS]/[SEP] to the model's own
   special tokens, so `random-real+model-specials` compares against the authors' table.
+- `native`: the task's own ids unchanged, for a model that reads the symbols themselves
+  (Hilbert-CNN); it has no tokenizer.
 """
 
 import re
@@ -27,6 +29,7 @@ from .files import atomic_path
 
 TEXT_STRATEGIES = ("identity", "shift-<c>", "random-shift")
 NATIVE_STRATEGIES = ("most-frequent", "random-real", "unused")
+NATIVE = "native"  # a task's own ids, for a model without a tokenizer
 MODEL_SPECIALS = "+model-specials"
 
 
@@ -35,7 +38,11 @@ def _model_specials(tokenizer):
 
 
 def build_table(strategy, meta, tokenizer, seed, token_counts=None):
-    """The lookup table (np.int64 array indexed by input id) of one strategy for one task."""
+    """The lookup table (np.int64 array indexed by input id) of one strategy for one task;
+    `tokenizer` is None for `native` alone."""
+    if strategy == NATIVE:
+        _require(meta["vocabulary"] == "native", strategy, meta)
+        return np.arange(meta["vocab_size"])
     if strategy.endswith(MODEL_SPECIALS):
         table = build_table(strategy.removesuffix(MODEL_SPECIALS), meta, tokenizer, seed, token_counts)
         _require(meta["vocabulary"] == "native", strategy, meta)
@@ -74,7 +81,8 @@ def build_table(strategy, meta, tokenizer, seed, token_counts=None):
         if tokenizer.unk_token_id in unused:
             raise InputError(meta["task"], f"the model vocabulary has fewer than {n_symbols} [unusedN] tokens")
         return np.array(_model_specials(tokenizer) + unused)
-    raise InputError(meta["task"], f"unknown token map '{strategy}' (text: {TEXT_STRATEGIES}; non-text: {NATIVE_STRATEGIES})")
+    raise InputError(meta["task"], f"unknown token map '{strategy}' (text: {TEXT_STRATEGIES}; non-text: "
+                                   f"{NATIVE_STRATEGIES}, {NATIVE})")
 
 
 def _require(ok, strategy, meta):
@@ -83,10 +91,12 @@ def _require(ok, strategy, meta):
 
 
 def write_table(path, table, meta, tokenizer):
-    """Save a map as an auditable table: input id and symbol, model id and token."""
+    """Save a map as an auditable table: input id and symbol, model id and token (without a
+    tokenizer, the model reads the symbols)."""
     inputs = meta.get("symbols") or tokenizer.convert_ids_to_tokens(list(range(len(table))))
+    outputs = tokenizer.convert_ids_to_tokens(table.tolist()) if tokenizer else [inputs[i] for i in table]
     frame = pd.DataFrame({"input_id": np.arange(len(table)), "input_token": inputs,
-                          "model_id": table, "model_token": tokenizer.convert_ids_to_tokens(table.tolist())})
+                          "model_id": table, "model_token": outputs})
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
 

@@ -12,10 +12,11 @@ rule token_map:
         ENV
     params:
         seed=table_seed,
+        tokenizer=optional_flag("tokenizer"),
         corpus=optional_flag("corpus"),
     shell:
         "crossdisc token-map --strategy {wildcards.token_map} --tokens {input.tokens} "
-        "--tokenizer {input.tokenizer} {params.corpus} --seed {params.seed} --out {output} > {log} 2>&1"
+        "{params.tokenizer} {params.corpus} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 # A random table drawn from each run's seed (token_maps.seed: run).

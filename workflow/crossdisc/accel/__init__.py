@@ -14,8 +14,12 @@ from .first_position import first_position_last_layer
 
 
 def prepare(model):
-    """The model, in place, with the speed-ups that apply to it."""
-    first_position_last_layer(model)  # leaves other models alone
+    """The model, in place, with the speed-ups that apply to it. They are for Hugging Face models;
+    a model family of the pipeline's own (Hilbert-CNN) is left as it is."""
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        first_position_last_layer(model)  # leaves other models alone
     return model
 
 
