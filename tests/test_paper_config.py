@@ -20,13 +20,14 @@ NON_TEXT = ["localization", "stability", "fluorescence", "h3", "h4", "h3k9ac", "
 # 1-2 and Figures 2-3 on 3 seeds, the non-text ones under both assignments
 SEEDS = 3
 THREE_SEEDS = {"table1-shift1000", "table1-random-shift", "table1-1pct", "table1-re-emb", "table2", "table2-unused",
-               "table2-hilbert-cnn", "figure3-text", "figure3-protein"}
+               "table2-hilbert-cnn", "appendix-search", "figure3-text", "figure3-protein"}
 ASSIGNMENTS = 2  # most-frequent (the paper's text), random-real (the authors' code)
 EXPECTED_RUNS = {
     "table1-shift1000": 4 * 8 * SEEDS,  # BERT, BERT (rand), ALBERT, ALBERT (rand)
     "table1-random-shift": 2 * 8 * SEEDS,  # BERT, BERT (rand)
     "table1-1pct": 2 * 8 * SEEDS,  # BERT, BERT (rand) on 1% data
     "table1-re-emb": 1 * 8 * SEEDS,  # BERT (re-emb), normal data
+    "appendix-search": 5 * 10 * SEEDS,  # appendix A: 5 optimisers x 10 learning rates on MRPC, from scratch
     "table2": 3 * 8 * ASSIGNMENTS * SEEDS,  # BERT, re-emb, rand
     "table2-unused": 1 * 8 * SEEDS,  # BERT on [unusedN] tokens (section 3.3)
     "table2-hilbert-cnn": 1 * 4 * SEEDS,  # the "specific" row's Hilbert-CNN on the 4 DNA tasks
@@ -66,16 +67,28 @@ def published():
 
 
 def test_the_paper_config_plans_every_experiment_with_the_papers_rows_times_tasks(planned, config):
-    counts = {}
+    counts, seeds = {}, {}
     for job in planned:
-        counts[job["experiment"]] = counts.get(job["experiment"], 0) + 1
+        experiment = job["experiment"].split(".")[0]  # a search point's runs are <experiment>.<setting>...
+        counts[experiment] = counts.get(experiment, 0) + 1
+        seeds.setdefault(experiment, set()).add(job["seed"])
     assert counts == EXPECTED_RUNS
     assert set(config["experiments"]) == set(EXPECTED_RUNS)
     assert len(planned) == len({tuple(sorted(job.items())) for job in planned})
-    seeds = {}
-    for job in planned:
-        seeds.setdefault(job["experiment"], set()).add(job["seed"])
     assert seeds == {e: {100, 101, 102} if e in THREE_SEEDS else {100} for e in EXPECTED_RUNS}
+
+
+def test_the_appendix_search_tries_five_optimisers_at_ten_learning_rates_selected_by_training_f1(config):
+    grid = Grid(copy.deepcopy(config))
+    search = grid.searches()["appendix-search"]
+    settings = list(search["points"].values())
+    assert {s["optimizer"] for s in settings} == {"adagrad", "adam", "adamax", "radam", "novograd"}
+    learning_rates = sorted({s["lr"] for s in settings})
+    assert len(learning_rates) == 10 and learning_rates[0] == 1e-7 and learning_rates[-1] == 1e-4 and 1e-5 in learning_rates
+    assert sum(1e-6 <= lr <= 1e-5 for lr in learning_rates) == 5  # the second five, between 1e-6 and 1e-5
+    assert search["select_on"] == {"split": "train", "metric": "f1"}
+    point = next(iter(search["points"]))
+    assert grid.hparams(point, "mrpc")["score_train"] is True
 
 
 def test_the_config_has_the_papers_tasks_models_and_checkpoints(config):
