@@ -67,7 +67,7 @@ def run_engine(model_dir, token_file, map_file, steps, batch_size, seed, workdir
     summary = finetune.finetune(token_file, map_file, model_dir, "pretrained", workdir / "engine", workdir / "state",
                                 {"lr": 1e-4, "batch_size": batch_size, "max_steps": steps, "checkpoint_every": 10**9},
                                 seed=seed, device=device)
-    return summary["examples_per_second"], summary["test"]
+    return summary["examples_per_second"], summary["metrics"]["test"]["accuracy"]
 
 
 def run_trainer(model_dir, token_file, steps, batch_size, seed, workdir, device, best):

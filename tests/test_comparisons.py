@@ -25,8 +25,9 @@ def write_run(root, experiment, task, model, init, seed, labels, predictions, to
                           "group": groups if groups is not None else [f"x{i}" for i in range(len(labels))],
                           "subset": "", "label": labels, "prediction": predictions})
     frame.to_parquet(run_dir / "predictions.parquet", index=False)
-    test = metrics.score(frame, frame["prediction"].to_numpy(), metrics.kind_of(metric), metric)[metric]
-    summary = {"run": run, "metric": metric, "test": test, "dev": None, "steps": 1, "train_seconds": 1.0}
+    test = metrics.score(frame, frame["prediction"].to_numpy(), metrics.kind_of(metric))[metric]
+    summary = {"run": run, "metric": metric, "test": test, "dev": None, "steps": 1, "train_seconds": 1.0,
+               "metrics": {"test": {metric: test}}}
     (run_dir / "metrics.json").write_text(json.dumps(summary))
     return run_dir / "metrics.json"
 

@@ -234,8 +234,12 @@ def test_training_settings_merge_defaults_then_task_then_experiment(config):
     config["tasks"]["dna"]["training"] = {"lr": 1e-4, "epochs": 5}
     config["experiments"]["steps"]["training"] = {"lr": 5e-4}
     hparams = Grid(config).hparams("steps", "dna")
-    assert (hparams["lr"], hparams["epochs"], hparams["batch_size"], hparams["metric"]) == (5e-4, 5, 8, "accuracy")
+    assert (hparams["lr"], hparams["epochs"], hparams["batch_size"]) == (5e-4, 5, 8)
     assert Grid(config).hparams("non-text", "protein")["lr"] == 1e-3
+    # the metric is read at aggregation, unless early stopping selects the best dev checkpoint by it
+    assert "metric" not in hparams
+    config["experiments"]["steps"]["training"]["early_stopping"] = True
+    assert Grid(config).hparams("steps", "dna")["metric"] == "accuracy"
 
 
 def test_training_options_left_unset_stay_out_of_a_runs_params(config):

@@ -145,7 +145,8 @@ def test_a_hilbert_cnn_run_trains_on_the_test_configs_dna_task_through_the_cli(t
     config["models"]["hilbert-cnn"] = ARCHITECTURE
     config["experiments"]["specific"] = {"tasks": ["dna"], "models": ["hilbert-cnn"], "inits": ["scratch"],
                                          "token_maps": ["native"],
-                                         "training": {"lr": 3e-3, "lr_schedule": "constant", "max_steps": 2}}
+                                         "training": {"lr": 3e-3, "lr_schedule": "constant", "max_steps": 2,
+                                                      "early_stopping": True, "eval_every": 1}}
     grid = Grid(config)
     run = next(run for run in grid.runs if run["experiment"] == "specific")
     inputs = grid.finetune_inputs(**run)
@@ -166,7 +167,7 @@ def test_a_hilbert_cnn_run_trains_on_the_test_configs_dna_task_through_the_cli(t
         cli.main(argv)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["run"] == run and metrics["steps"] == 2 and metrics["train_examples"] == 36  # 60% of 60
-    assert metrics["metric"] == "accuracy" and 0 <= metrics["test"] <= 1 and 0 <= metrics["dev"] <= 1
+    assert metrics["metric"] == "accuracy" and 0 <= metrics["test"] <= 1 and 0 <= metrics["dev"] <= 1  # early stopping
     assert set(metrics["metrics"]) == {"dev", "test"} and metrics["hparams"]["lr_schedule"] == "constant"
     curve = pd.read_parquet(out / "curve.parquet")
     assert (curve["lr"] == 3e-3).all() and np.isfinite(curve["loss"]).all()  # constant, as the authors' Adam

@@ -291,7 +291,7 @@ def test_a_pickle_only_repository_is_converted_to_safetensors_and_fine_tunes(
     token_file, map_file = task_files
     summary = finetune.finetune(token_file, map_file, out, "pretrained", tmp_path / "run", tmp_path / "state",
                                 {"lr": 1e-3, "batch_size": 8, "max_steps": 4})
-    assert 0 <= summary["test"] <= 1
+    assert 0 <= summary["metrics"]["test"]["accuracy"] <= 1
 
 
 def test_pickled_weights_with_a_wrong_sha256_are_never_unpickled(hub, hub_env, served_pickle_only, tmp_path,

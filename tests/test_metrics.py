@@ -41,6 +41,6 @@ def test_regression_metrics_are_pearson_and_spearman():
 
 def test_subsets_are_scored_apart_and_the_headline_is_their_mean():
     frame = pd.DataFrame({"label": [0, 1, 0, 1], "group": list("abcd"), "subset": ["matched"] * 2 + ["mismatched"] * 2})
-    result = metrics.score(frame, np.array([0, 1, 1, 1]), "classification", "accuracy")
+    result = metrics.score(frame, np.array([0, 1, 1, 1]), "classification")
     assert result["matched"]["accuracy"] == 1.0 and result["mismatched"]["accuracy"] == 0.5
     assert result["accuracy"] == 0.75

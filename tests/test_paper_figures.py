@@ -19,8 +19,9 @@ def write_run(root, experiment, task, model, init, token_map, seed, test, losses
     run.mkdir(parents=True)
     coordinates = dict(experiment=experiment, task=task, model=model, init=init, token_map=token_map,
                        fraction=fraction, seed=seed)
-    (run / "metrics.json").write_text(json.dumps({"run": coordinates, "metric": "accuracy", "test": test, "dev": test + 0.01, "steps": len(losses),
-                                                  "train_seconds": 1.0}))
+    (run / "metrics.json").write_text(json.dumps({
+        "run": coordinates, "metric": "accuracy", "test": test, "dev": test + 0.01, "steps": len(losses),
+        "train_seconds": 1.0, "metrics": {"test": {"accuracy": test}, "dev": {"accuracy": test + 0.01}}}))
     pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_parquet(run / "curve.parquet")
     return run / "metrics.json"
 

@@ -16,7 +16,8 @@ from crossdisc import finetune, pretrain, token_maps, tokens
 from crossdisc.models import build_classifier
 
 
-HP = {"lr": 1e-3, "batch_size": 8, "max_steps": 24, "checkpoint_every": 4, "early_stopping": True, "eval_every": 8}
+HP = {"lr": 1e-3, "batch_size": 8, "max_steps": 24, "checkpoint_every": 4, "early_stopping": True, "eval_every": 8,
+      "metric": "accuracy"}
 
 
 def test_finetune_writes_metrics_curve_and_predictions(task_files, tiny_bert, tmp_path):

@@ -109,6 +109,14 @@ def test_nothing_reruns_after_a_finished_run(finished_run):
     assert plan(workdir, configfile) == {}
 
 
+def test_changing_a_tasks_headline_metric_re_aggregates_without_retraining(finished_run):
+    workdir, configfile = finished_run
+    config = yaml.safe_load(configfile.read_text())
+    config["tasks"]["protein"]["metric"] = "pearson"  # no early stopping: the metric picks no checkpoint
+    changed = write_config(workdir / "metric.yaml", config)
+    assert set(plan(workdir, changed).values()) == {"aggregate"}
+
+
 def test_changing_one_tasks_training_reruns_only_that_tasks_jobs(finished_run):
     workdir, configfile = finished_run
     config = yaml.safe_load(configfile.read_text())

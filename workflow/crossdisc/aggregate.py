@@ -51,15 +51,19 @@ def _fraction(value):
     return str(float(value))
 
 
-def collect(metrics_paths):
-    """One row per run: its grid coordinates (as its metrics.json records them), headline metrics
-    (fractions), directory, and `scores`, every metric of every scored split."""
+def collect(metrics_paths, headline=None):
+    """One row per run: its grid coordinates (as its metrics.json records them), its task's
+    headline metric (from `headline`, {task: metric}, else the one the run recorded) on test and
+    dev (fractions), directory, and `scores`, every metric of every scored split."""
     rows = []
     for path in metrics_paths:
         summary = json.loads(Path(path).read_text())
-        rows.append({**{key: summary["run"][key] for key in RUN_KEYS}, "metric": summary["metric"], "test": summary["test"], "dev": summary["dev"],
+        run, scores = summary["run"], summary.get("metrics", {})
+        metric = (headline or {}).get(run["task"]) or summary["metric"]
+        rows.append({**{key: run[key] for key in RUN_KEYS}, "metric": metric,
+                     "test": scores.get("test", {}).get(metric), "dev": scores.get("dev", {}).get(metric),
                      "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                     "run_dir": str(Path(path).parent), "scores": summary.get("metrics", {})})
+                     "run_dir": str(Path(path).parent), "scores": scores})
     columns = RUN_KEYS + ["metric", "test", "dev", "steps", "train_seconds", "run_dir", "scores"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -87,7 +91,7 @@ def to_markdown(cells):
 def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_paths=(), paper_rows=(),
               paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=(), published=None,
               comparisons=(), comparison_paths=(), searches=None, search_paths=(), search_figure_paths=(),
-              headline_figure_paths=()):
+              headline_figure_paths=(), headline=None):
     """Write the results table (.md, .csv) of the runs whose metrics.json are given; the paper's
     tables (.md, .csv, .tex) of `paper_rows`; the overview figure of each kind (training loss, and
     the metric against pre-training steps) to its paths; and each `paper_figures` entry to the
@@ -97,8 +101,9 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
     config's contrasts, whose paired comparisons go to comparison_paths (.md, .csv, .tex);
     `searches` the grid searches (Grid.searches), ranked to search_paths (.md, .csv) and drawn to the
     search_figure_paths named search_<experiment>; the headline figure (every experiment's test
-    metric per task and variant) to headline_figure_paths."""
-    runs = collect(metrics_paths)
+    metric per task and variant) to headline_figure_paths. `headline` is {task: its headline
+    metric} (default: the metric each run recorded)."""
+    runs = collect(metrics_paths, headline)
     cells = summarise(runs)
     for path in table_paths:
         write_text(path, cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells))

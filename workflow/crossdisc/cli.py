@@ -61,17 +61,19 @@ def _commands():
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("finetune", help="fine-tune one model on one task")
-    p.add_argument("--tokens", required=True)
-    p.add_argument("--token-map", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--init", required=True)
-    p.add_argument("--hparams", type=_json, default={})
-    p.add_argument("--seed", type=int, default=100)
-    p.add_argument("--fraction", type=float, default=1.0)
+    p.add_argument("--tokens", required=True, help="the task's token file (crossdisc preprocess)")
+    p.add_argument("--token-map", required=True, help="the table from the task's ids to the model's (crossdisc token-map)")
+    p.add_argument("--model", required=True, help="model directory (crossdisc fetch-model, or a pre-training checkpoint)")
+    p.add_argument("--init", required=True, choices=["pretrained", "scratch", "re-emb", "scratch+pretrained-pos"],
+                   help="which weights to start from")
+    p.add_argument("--hparams", type=_json, default={},
+                   help="training settings as JSON, the keys of the config's `training` (and `metric` for early stopping)")
+    p.add_argument("--seed", type=int, default=100, help="seed of the run: initialisation, data order, dropout")
+    p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training split to train on")
     p.add_argument("--run", type=_json, help="the run's coordinates in the grid (JSON), recorded in metrics.json")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--state", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu or cuda")
+    p.add_argument("--state", required=True, help="directory of the resumable training state")
+    p.add_argument("--out", required=True, help="run directory: metrics.json, curve.parquet, predictions.parquet")
     return parser
 
 
@@ -111,8 +113,12 @@ def run(args):
                  spec["training"], spec["seed"], args.previous, args.state, args.device)
     elif args.command == "finetune":
         from .finetune import finetune
-        finetune(args.tokens, args.token_map, args.model, args.init, args.out, args.state, args.hparams,
-                 args.seed, args.fraction, args.device, args.run)
+        summary = finetune(args.tokens, args.token_map, args.model, args.init, args.out, args.state, args.hparams,
+                           args.seed, args.fraction, args.device, args.run)
+        test = summary["metrics"].get("test", {})
+        scores = ", ".join(f"{name} {value:.4f}" for name, value in test.items() if isinstance(value, float))
+        print(f"crossdisc finetune: {summary['steps']} steps; test {scores or 'not scored (no test split)'}",
+              file=sys.stderr)
 
 
 def main(argv=None):

@@ -126,7 +126,7 @@ def _score(predictions, metric, draw):
         truth, voted = metrics.vote(predictions["group"], predictions["label"], predictions["prediction"])
         return float(np.mean((np.asarray(truth) == np.asarray(voted))[draw]))
     sample = predictions.iloc[draw]
-    return metrics.score(sample, sample["prediction"].to_numpy(), metrics.kind_of(metric), metric)[metric]
+    return metrics.score(sample, sample["prediction"].to_numpy(), metrics.kind_of(metric))[metric]
 
 
 def to_markdown(table, resamples=RESAMPLES):

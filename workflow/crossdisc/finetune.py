@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from . import accel, metrics, token_maps, tokens
+from .errors import InputError
 from .files import atomic_path, write_text
 from .models import build_classifier
 from .training import (StepLog, autocast_for, data_generator, load_state, pick_device, save_state, seed_step,
@@ -31,7 +32,7 @@ from .training import (StepLog, autocast_for, data_generator, load_state, pick_d
 
 DEFAULTS = {
     "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
-    "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": "accuracy",
+    "early_stopping": False, "eval_every": None, "checkpoint_every": 200, "metric": None,
     "group_by_length": True, "stop_loss": None, "stop_window": 20, "cuda_graphs": True,
     "optimizer": "adamw", "lr_schedule": "linear", "precision": "bf16", "fraction_sampling": "random",
     "score_train": False,
@@ -115,7 +116,11 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     """Train and evaluate; write curve.parquet, predictions.parquet and metrics.json to out_dir.
     `run`, the run's coordinates in the experiment grid, is recorded in metrics.json as given."""
     # ---- settings -------------------------------------------------------------------------------
+    if unknown := sorted(set(hparams) - set(DEFAULTS)):
+        raise InputError("--hparams", f"unknown setting(s) {unknown}; known: {sorted(DEFAULTS)}")
     hp = {**DEFAULTS, **hparams}
+    if hp["early_stopping"] and not hp["metric"]:
+        raise InputError("--hparams", "early_stopping keeps the best dev checkpoint by `metric`, which is not set")
     out_dir, state_path = Path(out_dir), Path(state_dir) / "state.pt"
     device = pick_device(device)
     autocast = autocast_for(device, hp["precision"])
@@ -220,7 +225,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         done = step == total_steps or converged(curve)
         if hp["early_stopping"] and len(dev) and (step % hp["eval_every"] == 0 or done):
             preds = predict(model, dev, table, kind, 2 * hp["batch_size"], device, autocast)
-            value = metrics.score(dev, preds, kind, hp["metric"])[hp["metric"]]
+            value = metrics.score(dev, preds, kind)[hp["metric"]]
             evaluations.append({"step": step, "dev": value})
             if best is None or value > best["dev"]:  # keep the best dev checkpoint
                 best = {"step": step, "dev": value,
@@ -240,7 +245,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     for split, part in scored + (("dev", dev), ("test", test)):
         preds = predict(model, part, table, kind, 2 * hp["batch_size"], device, autocast)
         if len(part):  # a task may have no dev split (or, trained for its curve alone, no test)
-            results[split] = metrics.score(part, preds, kind, hp["metric"])
+            results[split] = metrics.score(part, preds, kind)
         predictions.append(pd.DataFrame({"split": split, "id": part["id"], "group": part["group"],
                                          "subset": part["subset"] if "subset" in part else "",
                                          "label": part["label"], "prediction": preds}))

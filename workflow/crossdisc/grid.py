@@ -387,16 +387,23 @@ class Grid:
         return spec
 
     def hparams(self, experiment, task):
-        """Training settings of a run: defaults < task < experiment < its search point, plus the
-        task's metric (which early stopping selects on); a search that selects on the training split
-        has it scored. Only what the run uses, so editing one task reruns only its jobs."""
+        """Training settings of a run: defaults < task < experiment < its search point; with early
+        stopping, the task's metric, which picks the best dev checkpoint (otherwise the metric is
+        read at aggregation: changing it re-aggregates, it does not retrain); a search that selects
+        on the training split has it scored. Only what the run uses, so editing one task reruns only
+        its jobs."""
         name, setting = self.search_points[experiment]
         spec, task_spec = self.config["experiments"][name], self.config["tasks"][task]
-        hparams = {**self.config["training"], **task_spec.get("training", {}), **spec.get("training", {}), **setting,
-                   "metric": task_spec["metric"]}
+        hparams = {**self.config["training"], **task_spec.get("training", {}), **spec.get("training", {}), **setting}
+        if hparams.get("early_stopping"):
+            hparams["metric"] = task_spec["metric"]
         if "search" in spec and spec["select_on"]["split"] == "train":
             hparams["score_train"] = True
         return hparams
+
+    def headline_metrics(self):
+        """{task: its headline metric}, which the aggregation reads from each run's metrics."""
+        return {task: spec["metric"] for task, spec in self.config["tasks"].items()}
 
     # -- runs --
 

@@ -62,14 +62,15 @@ def evaluate(kind, labels, preds, groups=None):
     return result
 
 
-def score(frame, preds, kind, metric):
+def score(frame, preds, kind):
     """Every metric of the split; where the split has subsets (MNLI matched and mismatched), each
-    subset's metrics too, and the headline metric is their mean, as the paper reports MNLI."""
+    subset's metrics too, and each metric is the mean of the subsets', as the paper reports MNLI."""
     result = evaluate(kind, frame["label"].to_numpy(), preds, frame["group"].to_numpy())
     subsets = sorted(set(frame["subset"]) - {""}) if "subset" in frame else []
     if len(subsets) > 1:
         for name in subsets:
             part = (frame["subset"] == name).to_numpy()
-            result[name] = score(frame[part], preds[part], kind, metric)
-        result[metric] = float(np.mean([result[name][metric] for name in subsets]))
+            result[name] = score(frame[part], preds[part], kind)
+        for metric in set.intersection(*(set(result[name]) for name in subsets)) & set(result):
+            result[metric] = float(np.mean([result[name][metric] for name in subsets]))
     return result

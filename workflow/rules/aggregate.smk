@@ -30,6 +30,8 @@ rule aggregate:
         paper_figures=config["paper_figures"],
         comparisons=config["comparisons"],
         searches=grid.searches(),
+        # read from every run's metrics: a changed headline metric re-aggregates, nothing retrains
+        headline=grid.headline_metrics(),
         missing=missing_runs,
     script:
         "../scripts/aggregate.py"
