@@ -37,3 +37,10 @@ def test_the_own_data_example_runs_end_to_end_from_another_directory(tmp_path):
     assert splits == {"my-reviews": {"train": 34, "dev": 7, "test": 7},
                       "my-proteins": {"train": 28, "dev": 6, "test": 6},
                       "my-melodies": {"train": 24, "dev": 8, "test": 8}}
+
+
+def test_the_readmes_own_data_excerpt_is_taken_from_the_example():
+    readme = (REPO / "README.md").read_text()
+    excerpt = readme.split("```yaml\n", 1)[1].split("```", 1)[0].splitlines()
+    example = (REPO / "config" / "examples" / "own-data.yaml").read_text().splitlines()
+    assert len(excerpt) > 10 and [line for line in excerpt if line not in example] == []
