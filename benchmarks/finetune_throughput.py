@@ -10,7 +10,8 @@ as in MRPC/RTE) and fixed-length (128 symbols per example, as music segments). P
 examples per second of each, its peak GPU memory on a GPU, and the test accuracy after the same
 steps; the last line is the ratio of (c) to (a) on the GLUE-like data. On a GPU every contender runs
 under bf16 autocast (the Trainer with bf16=True). (c) runs with the engine's defaults (on a GPU,
-CUDA graphs recorded per batch shape).
+CUDA graphs recorded per batch shape). The table is also written, with the command, hardware and
+versions, to benchmarks/results/finetune_throughput-<device>.{md,json} (benchmarks/record.py).
 
     python benchmarks/finetune_throughput.py [--model DIR] [--steps 30] [--batch-size 32] [--device cuda]
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import record
 from crossdisc import finetune, token_maps, tokens
 from crossdisc.models import build_classifier, load_tokenizer
 
@@ -143,7 +145,7 @@ def hardware(device):
     return torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} CPU threads"
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: the packaged MiniLM)")
     parser.add_argument("--steps", type=int, default=30)
@@ -151,11 +153,14 @@ def main():
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    parser.add_argument("--results-dir", default=record.RESULTS, help="where the results file is written")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    model_name = args.model or "the packaged MiniLM"
     args.model = args.model or default_model()
     tokenizer = load_tokenizer(args.model)
     print(f"model {args.model}, {args.steps} steps of batch {args.batch_size}, {hardware(args.device)}")
-    ratios = {}
+    ratios, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         identity = np.arange(len(tokenizer))
@@ -178,11 +183,20 @@ def main():
             for label, (speed, accuracy, peak) in results.items():
                 memory = f"   peak GPU memory {peak:7.0f} MiB" if peak is not None else ""
                 print(f"  {label:48s} {speed:8.1f} examples/s   test accuracy {accuracy:.3f}{memory}")
-            a, b, c = (results[label][0] for label in list(contenders)[:3])
+            (a, accuracy_a, peak_a), (b, accuracy_b, _), (c, accuracy_c, peak_c) = results.values()
             ratios[name] = (c / a, c / b)
             print(f"  (c)/(a) = {c / a:.2f}x   (c)/(b) = {c / b:.2f}x")
+            rows.append([f"{name}, mean {np.mean(lengths):.0f} tokens, max {max(lengths)}", f"{a:.1f}", f"{b:.1f}",
+                         f"{c:.1f}", f"{c / a:.2f}x", f"{c / b:.2f}x",
+                         f"{accuracy_a:.3f} / {accuracy_b:.3f} / {accuracy_c:.3f}"]
+                        + ([f"{peak_a:.0f} / {peak_c:.0f} MiB"] if peak_a is not None else []))
     print(f"\nfixed-length (c)/(a) = {ratios['fixed-length'][0]:.2f}x")
     print(f"glue-like (c)/(a) = {ratios['glue-like'][0]:.2f}x")
+    columns = ["data", "(a) examples/s", "(b) examples/s", "(c) examples/s", "(c)/(a)", "(c)/(b)",
+               "test accuracy (a) / (b) / (c)"] + (["peak GPU memory (a) / (c)"] if args.device == "cuda" else [])
+    notes = [f"Model: {model_name}; {args.steps} steps of batch {args.batch_size}, {args.examples} examples per "
+             "data set, each contender in a fresh process after one untimed warm-up step."]
+    print(f"written to {record.save('finetune_throughput', args.device, argv, columns, rows, notes, args.results_dir)}")
     return 0
 
 

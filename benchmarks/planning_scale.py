@@ -15,6 +15,8 @@ Each is `snakemake --dry-run --quiet` in a fresh temporary working directory (no
 best of --rounds. --profile also runs ours under cProfile and prints which of the workflow's own
 functions (workflow/, the Snakefile) take time, and their share of planning; the rest is
 Snakemake's. The last two lines are the ratios ours / bare, minimal and ours / bare, same job shape.
+The table is also written, with the command, hardware and versions, to
+benchmarks/results/planning_scale-cpu.{md,json} (benchmarks/record.py).
 
     python benchmarks/planning_scale.py [--runs 10000] [--rounds 1] [--profile]
 """
@@ -29,6 +31,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+import record
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
@@ -133,7 +137,10 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="profile ours: the workflow's own functions")
+    parser.add_argument("--results-dir", default=record.RESULTS, help="where the results file is written")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    notes = []
     with tempfile.TemporaryDirectory(prefix="planning-scale-") as tmp:
         tmp = Path(tmp)
         configfile = tmp / "sweep.yaml"
@@ -153,9 +160,16 @@ def main(argv=None):
         if args.profile:
             functions, total = workflow_functions(ours_command, tmp / "ours.prof")
             share = sum(seconds for seconds, _ in functions)
-            print(f"workflow's own functions under cProfile: {share:.2f} of {total:.1f} s ({100 * share / total:.1f}%)")
+            notes.append(f"The workflow's own functions under cProfile: {share:.2f} of {total:.1f} s "
+                         f"({100 * share / total:.1f}%).")
+            print(notes[-1])
             for seconds, name in functions[:8]:
                 print(f"  {seconds:6.2f} s  {name}")
+    rows = [["ours (the real Snakefile and config)", f"{ours:.1f}", ""],
+            ["bare, same job shape", f"{same_shape:.1f}", f"{ours / same_shape:.2f}x"],
+            ["bare, minimal", f"{bare:.1f}", f"{ours / bare:.2f}x"]]
+    columns = [f"plan of {args.runs} jobs", f"seconds (best of {args.rounds})", "ours / it"]
+    print(f"written to {record.save('planning_scale', 'cpu', argv, columns, rows, notes, args.results_dir)}")
     print(f"ratio ours / bare, minimal: {ours / bare:.2f}x")
     print(f"ratio ours / bare, same job shape: {ours / same_shape:.2f}x")
     return ours / same_shape

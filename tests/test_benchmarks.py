@@ -44,8 +44,38 @@ def test_the_preprocessing_benchmark_runs_both_parts(tiny_bert, tmp_path, capsys
 
     speedup = preprocess_throughput.main(["--tokenizer", str(tiny_bert), "--composers", "bach", "palestrina",
                                           "--pieces", "3", "--pairs", "200", "--rounds", "1",
-                                          "--cache", str(tmp_path / "music21")])
+                                          "--cache", str(tmp_path / "music21"), "--results-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert speedup > 0 and "files/s" in out and "rows/s" in out
     assert out.strip().splitlines()[-1].startswith("parallel speedup")
     assert len(list((tmp_path / "music21" / "midi").glob("*.mid"))) == 6
+    assert f"| {speedup:.2f}x |" in (tmp_path / "preprocess_throughput-cpu.md").read_text()
+
+
+def test_a_results_file_keeps_the_latest_run_of_each_command_with_what_measured_it(tmp_path):
+    import json
+    import os
+    import platform
+
+    import record
+    import transformers
+
+    columns = ["model", "ours seq/s"]
+    record.save("pretrain_throughput", "cpu", [], columns, [["2 layers", "150.0"]], results_dir=tmp_path)
+    record.save("pretrain_throughput", "cpu", ["--layers", "4"], columns, [["4 layers", "57.2"]], results_dir=tmp_path)
+    markdown = record.save("pretrain_throughput", "cpu", [], columns, [["2 layers", "151.3"]], ["a note"],
+                           results_dir=tmp_path)
+    assert markdown == tmp_path / "pretrain_throughput-cpu.md"
+    records = json.loads((tmp_path / "pretrain_throughput-cpu.json").read_text())
+    assert [(r["command"], r["rows"]) for r in records] == [
+        ("python benchmarks/pretrain_throughput.py --layers 4", [["4 layers", "57.2"]]),
+        ("python benchmarks/pretrain_throughput.py", [["2 layers", "151.3"]])]
+    latest = records[-1]
+    assert latest["hardware"]["cpu_count"] == os.cpu_count() and latest["hardware"]["cpu"]
+    assert latest["versions"]["python"] == platform.python_version()
+    assert latest["versions"]["transformers"] == transformers.__version__
+    text = markdown.read_text()
+    assert text.index("## `python benchmarks/pretrain_throughput.py --layers 4`") < text.index(
+        "## `python benchmarks/pretrain_throughput.py`")
+    assert "| 2 layers | 151.3 |\n\na note\n" in text and "150.0" not in text
+    assert f"{latest['date']}; {latest['hardware']['cpu']}, {os.cpu_count()} CPUs" in text

@@ -35,10 +35,14 @@ def test_the_same_shape_snakefile_plans_the_sweeps_runs(tmp_path):
     assert len(runs) == 100 and "aggregate" in {row["rule"] for row in rows}
 
 
-def test_every_plan_is_timed_and_the_last_lines_are_the_ratios(capsys):
-    ratio = planning_scale.main(["--runs", "100", "--profile"])
+def test_every_plan_is_timed_and_the_last_lines_are_the_ratios(capsys, tmp_path):
+    ratio = planning_scale.main(["--runs", "100", "--profile", "--results-dir", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
     assert ratio > 0 and lines[-1] == f"ratio ours / bare, same job shape: {ratio:.2f}x"
     assert lines[-2].startswith("ratio ours / bare, minimal: ")
     assert [line.split(":")[0] for line in lines[:3]] == ["ours", "bare, same job shape", "bare, minimal"]
     assert any("common.smk:finetune_inputs" in line for line in lines)
+    # the results file holds the same figures, under the command that measured them
+    written = (tmp_path / "planning_scale-cpu.md").read_text()
+    assert f"## `python benchmarks/planning_scale.py --runs 100 --profile --results-dir {tmp_path}`" in written
+    assert f"| bare, same job shape | {lines[1].split()[4]} | {ratio:.2f}x |" in written

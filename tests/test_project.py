@@ -58,7 +58,7 @@ def test_a_configfile_replaces_the_embedded_default_whole(tmp_path, tiny_bert):
 
 
 def test_snakemake_lint_is_clean_on_every_config():
-    for configfile in ("config/config.yaml", "config/paper.yaml", ".test/config.yaml"):
+    for configfile in ("config/config.yaml", "config/paper.yaml", ".test/config.yaml", "config/examples/own-data.yaml"):
         result = subprocess.run(["snakemake", "--lint", "--configfile", configfile], cwd=REPO, capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
