@@ -427,6 +427,7 @@ def draw_headline(runs, paths):
         variants = list(dict.fromkeys(map(tuple, chosen[keys].itertuples(index=False))))
         tasks = list(dict.fromkeys(chosen["task"]))
         width = 0.8 / len(variants)
+        labelled = set()
         for v, variant in enumerate(variants):
             mask = (chosen[keys].apply(tuple, axis=1) == variant)
             for t, task in enumerate(tasks):
@@ -435,7 +436,8 @@ def draw_headline(runs, paths):
                     continue
                 x = t - 0.4 + width * (v + 0.5)
                 ax.bar(x, scores.mean(), width, yerr=scores.std() if len(scores) > 1 else None, capsize=2,
-                       color=f"C{v}", alpha=0.7, label=", ".join(map(str, variant)) if t == 0 else None)
+                       color=f"C{v}", alpha=0.7, label=None if v in labelled else ", ".join(map(str, variant)))
+                labelled.add(v)
                 ax.plot([x] * len(scores), scores, "k.", markersize=4)
         metrics = chosen.groupby("task", sort=False)["metric"].first()
         ax.set_xticks(range(len(tasks)), [f"{t}\n({metrics[t]})" for t in tasks])
