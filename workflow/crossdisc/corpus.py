@@ -156,10 +156,10 @@ def read_documents(path, tokenizer):
     a token (a line the tokenizer reduces to nothing) and documents left without a sentence are
     dropped, as create_pretraining_data.py drops them."""
     check_tokenizer(path, tokenizer)
-    documents = pq.read_table(path, columns=["sentences"]).column("sentences")
-    sentences = pc.list_flatten(documents)
+    column = pq.read_table(path, columns=["sentences"]).column("sentences")
+    sentences = pc.list_flatten(column)
     sentence_lengths = pc.list_value_length(sentences).to_numpy(zero_copy_only=False)
-    document_lengths = pc.list_value_length(documents).to_numpy(zero_copy_only=False)
+    document_lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     kept = sentence_lengths > 0
     kept_before = _starts(kept)  # how many kept sentences precede each sentence
     # np.unique: a document left without sentences starts where the next one does
