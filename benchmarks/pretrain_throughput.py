@@ -1,13 +1,15 @@
-"""MLM pre-training throughput: Hugging Face's BertForMaskedLM with DataCollatorForLanguageModeling
-against crossdisc's pre-training step (workflow/crossdisc/pretrain.py), each in a fresh child
-process, on the same model size, batch, sequences and hardware.
+"""BERT pre-training throughput (masked LM + next-sentence prediction): Hugging Face's
+BertForPreTraining with DataCollatorForLanguageModeling against crossdisc's pre-training step
+(workflow/crossdisc/pretrain.py), each in a fresh child process, on the same model size, batch,
+sequences and hardware.
 
-Both train a BERT from scratch on sequences packed from real English (the CPython language
-reference) with the BERT recipe (15% selected; 80/10/10). Hugging Face computes the output layer
-over every position; ours only where a token was selected. Prints sequences per second and the
-process's peak memory for each (on a GPU, peak GPU memory); the last line is the ratio of ours to
-Hugging Face's. On a GPU both run under bf16 autocast. Ours builds its model and optimiser as the
-pipeline does (fused AdamW). The table is also written, with the command, hardware and versions, to
+Both train a BERT from scratch on sentence pairs [CLS] A [SEP] B [SEP] cut from real English (the
+CPython language reference) with the BERT recipe (15% selected; 80/10/10; half the pairs labelled
+random next). Hugging Face computes the MLM output layer over every position; ours only where a
+token was selected. Prints sequences per second and the process's peak memory for each (on a GPU,
+peak GPU memory); the last line is the ratio of ours to Hugging Face's. On a GPU both run under
+bf16 autocast. Ours builds its model and optimiser as the pipeline does (fused AdamW). The table is
+also written, with the command, hardware and versions, to
 benchmarks/results/pretrain_throughput-<device>.{md,json} (benchmarks/record.py).
 
     python benchmarks/pretrain_throughput.py [--steps 20] [--batch-size 32] [--hidden 128 --layers 2] [--device cuda]
@@ -26,20 +28,22 @@ import record
 from finetune_throughput import default_model, hardware
 
 
-def blocks(tokenizer, length, count):
-    """`count` sequences [CLS] ... [SEP] of `length` tokens cut from the language reference."""
+def pairs(tokenizer, length, count):
+    """`count` pairs (A, B, is_random_next) that fill `length` tokens as [CLS] A [SEP] B [SEP], cut
+    from the language reference; every other one is labelled random next."""
     from pydoc_data.topics import topics
 
     ids = tokenizer(" ".join(topics.values()), add_special_tokens=False, verbose=False)["input_ids"]
-    body = length - 2
-    return [[tokenizer.cls_token_id] + ids[i * body:(i + 1) * body] + [tokenizer.sep_token_id] for i in range(count)]
+    body = length - 3
+    blocks = [ids[i * body:(i + 1) * body] for i in range(count)]
+    return [(block[:body // 2], block[body // 2:], i % 2 == 1) for i, block in enumerate(blocks)]
 
 
 def contender(name, args, queue):
-    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
+    from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
     from crossdisc.models import load_tokenizer
-    from crossdisc.pretrain import mlm_loss, mlm_model, pad_batch
+    from crossdisc.pretrain import collate, pretraining_loss, pretraining_model
 
     from crossdisc.training import autocast_for
 
@@ -51,20 +55,21 @@ def contender(name, args, queue):
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers,
                         num_attention_heads=args.hidden // 64, intermediate_size=4 * args.hidden)
     ours = name == "crossdisc"
-    model = mlm_model(config, device) if ours else BertForMaskedLM(config).to(device)
+    model = pretraining_model(config, device) if ours else BertForPreTraining(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=ours)
-    data = blocks(tokenizer, args.length, args.batch_size * (args.steps + 1))
+    data = pairs(tokenizer, args.length, args.batch_size * (args.steps + 1))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     generator = torch.Generator().manual_seed(0)
 
     def step(i):
-        batch = data[i * args.batch_size:(i + 1) * args.batch_size]
+        ids, segments, next_labels = collate(data[i * args.batch_size:(i + 1) * args.batch_size], tokenizer)
         with autocast():
             if name == "huggingface":
-                features = collator([{"input_ids": seq} for seq in batch])
-                loss = model(input_ids=features["input_ids"].to(device), labels=features["labels"].to(device)).loss
+                features = collator([{"input_ids": sequence} for sequence in ids.tolist()])
+                loss = model(input_ids=features["input_ids"].to(device), token_type_ids=segments.to(device),
+                             labels=features["labels"].to(device), next_sentence_label=next_labels.to(device)).loss
             else:
-                loss = mlm_loss(model, pad_batch(batch, tokenizer.pad_token_id), tokenizer, 0.15, generator, device)
+                loss = pretraining_loss(model, ids, segments, next_labels, tokenizer, 0.15, generator, device)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

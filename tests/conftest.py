@@ -100,3 +100,19 @@ def task_files(tmp_path, tokenizer):
     table = token_maps.build_table("random-real", tokens.read_meta(token_file), tokenizer, seed=100)
     token_maps.write_table(tmp_path / "map.parquet", table, tokens.read_meta(token_file), tokenizer)
     return token_file, tmp_path / "map.parquet"
+
+
+def prepared_corpus(tmp_path, tokenizer_dir):
+    """Eight documents of twelve sentences, prepared for pre-training (`crossdisc prepare-corpus`)."""
+    from crossdisc.corpus import prepare_corpus
+    from crossdisc.models import load_tokenizer
+
+    documents = ["\n".join(f"Document {d} sentence {s} talks about the number {d * s} and more." for s in range(12))
+                 for d in range(8)]
+    (tmp_path / "corpus.txt").write_text("\n\n".join(documents) + "\n")
+    prepare_corpus(tmp_path / "corpus.txt", load_tokenizer(tokenizer_dir), tmp_path / "corpus.parquet")
+    return tmp_path / "corpus.parquet"
+
+
+PRETRAIN_HP = {"max_length": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2}
+ARCH = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crossdisc import corpus, pretrain, token_maps
+from crossdisc import corpus, token_maps
 from crossdisc.cli import main
 from crossdisc.errors import InputError
 from crossdisc.files import sha256_of
@@ -43,14 +43,31 @@ def test_prepared_corpus_holds_distinct_documents_as_sentence_ids(corpus_txt, tm
     assert meta["tokenizer"]["vocab_sha256"] == corpus.vocabulary_hash(tokenizer)
 
 
-def test_pretraining_packs_the_prepared_documents_like_the_text(corpus_txt, tmp_path, tokenizer):
+def test_pretraining_reads_the_prepared_documents_sentence_by_sentence(corpus_txt, tmp_path, tokenizer):
     out = tmp_path / "prepared.parquet"
     corpus.prepare_corpus(corpus_txt, tokenizer, out)
-    from_file = pretrain.pack_documents(corpus.read_documents(out, tokenizer), tokenizer, 16)
-    documents = corpus.deduplicate(corpus.split_documents(TEXT))
-    from_text = pretrain.pack_documents(corpus.tokenize([s for _, _, s in documents], tokenizer), tokenizer, 16)
-    assert from_file == from_text and len(from_file) == 3
-    assert all(b[0] == tokenizer.cls_token_id and b[-1] == tokenizer.sep_token_id and len(b) <= 16 for b in from_file)
+    documents = corpus.read_documents(out, tokenizer)
+    distinct = [["The cat sat on the mat.", "It was warm."], ["Dogs bark at night."],
+                ["Birds sing.", "The end of the corpus."]]
+    assert len(documents) == 3
+    for document, sentences in enumerate(distinct):
+        ids = tokenizer(sentences, add_special_tokens=False)["input_ids"]
+        assert [documents.tokens_of(i, i + 1) for i in documents.sentences(document)] == ids
+        assert documents.tokens_of(documents.sentences(document).start, documents.sentences(document).stop) == sum(ids, [])
+
+
+def test_sentences_without_a_token_are_left_out_of_pretraining(tmp_path, tokenizer):
+    """A line of a zero-width space survives strip() but not the tokenizer: as in
+    create_pretraining_data.py, neither it nor a document of nothing else reaches a sentence pair."""
+    (tmp_path / "corpus.txt").write_text("Fish swim.\n\u200b\nThey are wet.\n\n\u200b\n\nBirds sing.\n")
+    corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "prepared.parquet")
+    documents = corpus.read_documents(tmp_path / "prepared.parquet", tokenizer)
+    kept = [[tokenizer.decode(documents.tokens_of(i, i + 1)) for i in documents.sentences(d)] for d in range(len(documents))]
+    assert kept == [["fish swim.", "they are wet."], ["birds sing."]]
+    (tmp_path / "corpus.txt").write_text("\u200b\n")
+    corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "prepared.parquet")
+    with pytest.raises(InputError, match="no sentence of the corpus has a token"):
+        corpus.read_documents(tmp_path / "prepared.parquet", tokenizer)
 
 
 def test_token_counts_come_from_the_prepared_corpus(corpus_txt, tmp_path, tokenizer):

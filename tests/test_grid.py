@@ -73,6 +73,8 @@ def test_a_wrong_value_is_one_line_naming_its_key(config):
     (lambda c: c["pretrain"]["mini-bert"].update(corpus="wiki"), "config: pretrain.mini-bert.corpus: unknown source 'wiki'"),
     (lambda c: c["pretrain"]["mini-bert"].update(tokenizer="bert"),
      "config: pretrain.mini-bert.tokenizer: unknown model 'bert'"),
+    (lambda c: c["pretrain"]["mini-bert"]["training"].update(long_from_step=3),
+     "config: pretrain.mini-bert.training.long_from_step: 3 is not before the schedule's end (total_steps 3)"),
     (lambda c: c["pretrain"].update(multiberts={**MULTIBERTS, "steps": [0, 1500]}),
      "config: pretrain.multiberts.steps: [1500] are not multiples of step_unit 1000"),
     (lambda c: c["pretrain"].update(multiberts={k: v for k, v in MULTIBERTS.items() if k != "id"}),

@@ -98,6 +98,9 @@ def test_the_config_has_the_papers_tasks_models_and_checkpoints(config):
     assert paper_bert["steps"] == [0, 20000, 200000, 500000, 1000000]
     assert paper_bert["architecture"] == {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
                                           "intermediate_size": 3072}
+    # Devlin et al.: batch 256, 1M steps, 128 tokens for 90% of them and 512 for the last 10%
+    assert {k: paper_bert["training"][k] for k in ("batch_size", "max_length", "long_max_length", "long_from_step")} == \
+        {"batch_size": 256, "max_length": 128, "long_max_length": 512, "long_from_step": 900000}
     localization = config["tasks"]["localization"]["labels"]
     assert localization[0] == "Cell.membrane" and localization[-1] == "Plastid" and len(localization) == 10
 

@@ -1,4 +1,4 @@
-"""The fine-tuning engine and MLM pre-training on a tiny BERT: outputs, determinism, resumption."""
+"""The fine-tuning engine and BERT pre-training on a tiny BERT: outputs, determinism, resumption."""
 
 import json
 import signal
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import dna_token_file
+from conftest import ARCH, PRETRAIN_HP, dna_token_file, prepared_corpus
 
 from crossdisc import finetune, pretrain, token_maps, tokens
 from crossdisc.models import build_classifier
@@ -218,27 +218,13 @@ def test_the_precision_setting_reaches_the_loop(task_files, tiny_bert, tmp_path,
     assert asked == ["fp32"] and summary["bf16_autocast"] is False
 
 
-def prepared_corpus(tmp_path, tokenizer_dir):
-    """Eight documents of twelve sentences, prepared for pre-training (`crossdisc prepare-corpus`)."""
-    from crossdisc.corpus import prepare_corpus
-    from crossdisc.models import load_tokenizer
-
-    documents = ["\n".join(f"Document {d} sentence {s} talks about the number {d * s} and more." for s in range(12))
-                 for d in range(8)]
-    (tmp_path / "corpus.txt").write_text("\n\n".join(documents) + "\n")
-    prepare_corpus(tmp_path / "corpus.txt", load_tokenizer(tokenizer_dir), tmp_path / "corpus.parquet")
-    return tmp_path / "corpus.parquet"
-
-
-PRETRAIN_HP = {"max_length": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2}
-ARCH = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-
-
 def test_pretraining_chain_gives_the_checkpoints_of_one_uninterrupted_run(tmp_path, tiny_bert):
+    """Across the switch to the long sequence length too (at step 6, inside the last link)."""
     from safetensors.torch import load_file
 
     corpus = prepared_corpus(tmp_path, tiny_bert)
-    run = lambda step, out, previous=None: pretrain.pretrain(corpus, tiny_bert, ARCH, out, step, 8, PRETRAIN_HP,
+    hp = {**PRETRAIN_HP, "long_max_length": 48, "long_from_step": 6}
+    run = lambda step, out, previous=None: pretrain.pretrain(corpus, tiny_bert, ARCH, out, step, 8, hp,
                                                              previous_dir=previous)
     run(0, tmp_path / "step-0")
     run(4, tmp_path / "step-4", tmp_path / "step-0")
@@ -263,12 +249,13 @@ def test_a_checkpoint_loads_as_a_classifier(tmp_path, tiny_bert):
 
 def test_a_killed_pretraining_resumes_to_the_checkpoint_of_an_uninterrupted_run(tmp_path, tiny_bert):
     """SIGKILL `crossdisc pretrain` once its resumable state exists, rerun the same command, and get
-    the same weights as a run that was never interrupted."""
+    the same weights as a run that was never interrupted, the switch to the long sequence length
+    (step 16) included."""
     from safetensors.torch import load_file
 
     prepared = prepared_corpus(tmp_path, tiny_bert)
     spec = {"architecture": ARCH, "total_steps": 30, "seed": 100,
-            "training": {**PRETRAIN_HP, "checkpoint_every": 2}}
+            "training": {**PRETRAIN_HP, "checkpoint_every": 2, "long_max_length": 48, "long_from_step": 16}}
 
     def command(name):
         return [sys.executable, "-m", "crossdisc", "pretrain", "--corpus", str(prepared), "--tokenizer", str(tiny_bert),
@@ -285,7 +272,7 @@ def test_a_killed_pretraining_resumes_to_the_checkpoint_of_an_uninterrupted_run(
     process.wait()
     assert state.exists() and not (tmp_path / "run").exists()
     killed_at = torch_load_step(state)
-    assert 0 < killed_at < 30
+    assert 0 < killed_at < 16
     rerun = subprocess.run(command("run"), check=True, stderr=subprocess.PIPE, text=True)
     assert f"resuming from step {killed_at}" in rerun.stderr
     assert not state.exists()  # the resumable state is gone once the checkpoint is written

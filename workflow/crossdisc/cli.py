@@ -50,7 +50,7 @@ def _commands():
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("pretrain", help="MLM pre-training up to one checkpoint")
+    p = sub.add_parser("pretrain", help="BERT pre-training (masked LM + next-sentence prediction) up to one checkpoint")
     p.add_argument("--corpus", required=True, help="a prepared corpus (prepare-corpus)")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--spec", type=_json, required=True)

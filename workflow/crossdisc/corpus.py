@@ -6,13 +6,14 @@ a blank line between documents. The prepared file holds one row per distinct doc
 `sentences` (list<list<int32>>: each sentence's token ids, without special tokens). Documents
 that repeat an earlier one exactly (same sha256) are dropped. File metadata (key `crossdisc`,
 JSON) records the corpus's sha256, the tokenizer (path, vocabulary size and a hash of its
-vocabulary) and the counts. Packing into sequences happens at training time, where the sequence
-length is known.
+vocabulary) and the counts. Sentence pairs are built at training time, where the sequence length
+is known.
 """
 
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -122,10 +123,52 @@ def check_tokenizer(path, tokenizer):
     return meta
 
 
+@dataclass(frozen=True)
+class Documents:
+    """The documents of a prepared corpus in three flat arrays, for random access to any sentence
+    without a Python object per token: document d is sentences document_starts[d] up to
+    document_starts[d + 1], sentence i is tokens[sentence_starts[i]:sentence_starts[i + 1]]."""
+
+    tokens: np.ndarray
+    sentence_starts: np.ndarray
+    document_starts: np.ndarray
+
+    def __len__(self):
+        return len(self.document_starts) - 1
+
+    def sentences(self, document):
+        return range(self.document_starts[document], self.document_starts[document + 1])
+
+    def tokens_of(self, first, end):
+        """The token ids of sentences first up to end, run together (a list)."""
+        return self.tokens[self.sentence_starts[first]:self.sentence_starts[end]].tolist()
+
+    def sentence_lengths(self):
+        return np.diff(self.sentence_starts)
+
+
+def _starts(lengths):
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+
+
 def read_documents(path, tokenizer):
-    """Documents of a prepared corpus as lists of sentence id lists, checked against tokenizer."""
+    """The documents of a prepared corpus (Documents), checked against tokenizer. Sentences without
+    a token (a line the tokenizer reduces to nothing) and documents left without a sentence are
+    dropped, as create_pretraining_data.py drops them."""
     check_tokenizer(path, tokenizer)
-    return pq.read_table(path, columns=["sentences"]).column("sentences").to_pylist()
+    column = pq.read_table(path, columns=["sentences"]).column("sentences")
+    sentences = pc.list_flatten(column)
+    sentence_lengths = pc.list_value_length(sentences).to_numpy(zero_copy_only=False)
+    document_lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    kept = sentence_lengths > 0
+    kept_before = _starts(kept)  # how many kept sentences precede each sentence
+    # np.unique: a document left without sentences starts where the next one does
+    documents = Documents(tokens=pc.list_flatten(sentences).to_numpy(zero_copy_only=False),
+                          sentence_starts=_starts(sentence_lengths[kept]),
+                          document_starts=np.unique(kept_before[_starts(document_lengths)]))
+    if not len(documents):
+        raise InputError(path, "no sentence of the corpus has a token")
+    return documents
 
 
 def token_ids(path):

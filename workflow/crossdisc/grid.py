@@ -240,6 +240,10 @@ class Grid:
                     raise ConfigError(f"{where}.steps", f"{bad} are not multiples of step_unit {unit}")
             elif spec["corpus"] not in config["sources"]:
                 raise ConfigError(f"{where}.corpus", f"unknown source '{spec['corpus']}'")
+            long_from = spec["training"].get("long_from_step")
+            if long_from is not None and long_from >= (total := self.pretrain_spec(name)["total_steps"]):
+                raise ConfigError(f"{where}.training.long_from_step", f"{long_from} is not before the schedule's end "
+                                  f"(total_steps {total}): no step would train at long_max_length")
 
     def _check_paper_figures(self):
         config = self.config

@@ -1,46 +1,125 @@
-"""Masked-language-model pre-training from scratch, as a chain of checkpoint jobs.
+"""BERT pre-training from scratch (masked language model and next-sentence prediction), as a chain
+of checkpoint jobs.
 
 The job for checkpoint N starts from checkpoint M < N (the previous configured step, whose
 directory also holds the optimiser, scheduler and step) and trains until step N; the first
 checkpoint job builds the initial model. So each checkpoint is an independent output, a finished
 one is never recomputed, and a killed job resumes from its last saved state.
 
-The BERT recipe: 15% of the non-special tokens selected, of those 80% [MASK], 10% a random token,
-10% kept; AdamW with linear warm-up and linear decay. The MLM output layer is computed only at the
-selected positions, and sentences of a document are packed into full-length sequences. The text
-comes tokenised and deduplicated from `crossdisc prepare-corpus` (crossdisc.corpus).
+The recipe of Devlin et al. (2019) and Google's create_pretraining_data.py: a sequence is
+[CLS] A [SEP] B [SEP], A consecutive sentences of a document and B, half the time, the sentences
+that follow them, else sentences of another, random document; the pooled [CLS] output learns to
+tell which (next-sentence prediction), so checkpoints carry a trained pooler. 15% of the non-special
+tokens selected, of those 80% [MASK], 10% a random token, 10% kept; AdamW with linear warm-up and
+linear decay. Sequences hold up to `max_length` tokens, and `long_max_length` from step
+`long_from_step` on (BERT: 128, then 512 for the last 10% of steps, which is what trains the
+position embeddings past 128). The MLM output layer is computed only at the selected positions.
+The text comes tokenised and deduplicated from `crossdisc prepare-corpus` (crossdisc.corpus).
 """
 
 import math
+import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from .corpus import read_documents
+from .errors import InputError
 from .files import atomic_dir
 from .models import load_tokenizer
-from .training import StepLog, autocast_for, data_generator, load_state, pick_device, save_state, seed_step
+from .training import StepLog, autocast_for, load_state, pick_device, save_state, seed_step
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
-            "mask_probability": 0.15, "checkpoint_every": 500}
+            "mask_probability": 0.15, "short_seq_probability": 0.1, "checkpoint_every": 500}
 STATE_FILE = "training_state.pt"
 
 
-def pack_documents(documents, tokenizer, max_length):
-    """Sequences [CLS] s1 s2 ... [SEP] filled with consecutive sentences of one document.
+def document_chunks(documents, max_length, seed, short_seq_probability):
+    """create_pretraining_data.py's chunks, one training sequence each: every document cut into runs
+    of consecutive sentences that reach a target number of tokens (its last run may fall short).
+    The target is what [CLS] A [SEP] B [SEP] leaves of max_length, or with probability
+    short_seq_probability a random shorter one for the whole document, so that pre-training also
+    sees short inputs. Rows of (document, first sentence, end sentence, target)."""
+    rng = random.Random(f"chunks/{seed}/{max_length}")
+    most = max_length - 3
+    lengths = documents.sentence_lengths().tolist()
+    starts = documents.document_starts.tolist()
+    chunks = []
+    for document in range(len(documents)):
+        target = rng.randint(2, most) if rng.random() < short_seq_probability else most
+        first, filled = starts[document], 0
+        for sentence in range(starts[document], starts[document + 1]):
+            filled += lengths[sentence]
+            if filled >= target or sentence == starts[document + 1] - 1:
+                chunks.append((document, first, sentence + 1, target))
+                first, filled = sentence + 1, 0
+    return np.array(chunks, dtype=np.int64)
 
-    `documents` are prepared documents (crossdisc.corpus): each a list of its sentences' token ids."""
-    body = max_length - 2
-    blocks = []
-    for sentences in documents:
-        ids = [t for s in sentences for t in s]
-        for start in range(0, len(ids), body):
-            chunk = ids[start:start + body]
-            if len(chunk) >= body // 4:  # a short document tail carries too little context
-                blocks.append([tokenizer.cls_token_id] + chunk + [tokenizer.sep_token_id])
-    return blocks
+
+def sentence_pair(documents, chunk, max_length, rng):
+    """The training instance of one chunk: segments A and B (token id lists) and whether B is
+    random. A is the chunk's first sentences (a random number of them); B the rest of the chunk,
+    or, half the time and always for a one-sentence chunk, sentences of another random document
+    from a random one on, up to the chunk's target. (create_pretraining_data.py then hands the
+    unused rest of the chunk to the document's next chunk; here chunks are fixed, and the other
+    epochs' draws use it.)"""
+    document, first, end, target = chunk
+    a_end = rng.randint(first + 1, end - 1) if end - first >= 2 else first + 1
+    tokens_a = documents.tokens_of(first, a_end)
+    is_random_next = end - first == 1 or rng.random() < 0.5
+    if is_random_next:
+        for _ in range(10):  # as BERT: a corpus of one document pairs it with itself
+            other = rng.randint(0, len(documents) - 1)
+            if other != document:
+                break
+        sentences = documents.sentences(other)
+        tokens_b = []
+        for sentence in range(rng.randint(sentences.start, sentences.stop - 1), sentences.stop):
+            tokens_b += documents.tokens_of(sentence, sentence + 1)
+            if len(tokens_b) >= target - len(tokens_a):
+                break
+    else:
+        tokens_b = documents.tokens_of(a_end, end)
+    # create_pretraining_data.py's truncate_seq_pair: the longer segment loses a token at a random end
+    while len(tokens_a) + len(tokens_b) > max_length - 3:
+        longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        del longer[0 if rng.random() < 0.5 else -1]
+    return tokens_a, tokens_b, is_random_next
+
+
+class Batches:
+    """The batch of every step as a function of the step alone. A step trains at the sequence length
+    of its phase (max_length, then long_max_length from long_from_step on); each phase runs epochs
+    over its length's chunks in an order drawn from (seed, length, epoch), and an instance's own
+    draws come from (seed, length, epoch, chunk). Nothing depends on earlier steps or on the process
+    that builds a batch, so a resumed or chained run sees exactly an uninterrupted run's batches."""
+
+    def __init__(self, documents, hp, seed):
+        self.documents, self.hp, self.seed = documents, hp, seed
+        self.chunks = {}  # per sequence length, built when a step first needs it
+        self.order = (None, None)  # the current epoch's (key, order)
+
+    def phase(self, step):
+        """(sequence length, first step) of the phase that `step` belongs to."""
+        if "long_from_step" in self.hp and step >= self.hp["long_from_step"]:
+            return self.hp["long_max_length"], self.hp["long_from_step"]
+        return self.hp["max_length"], 0
+
+    def __call__(self, step):
+        length, phase_start = self.phase(step)
+        if length not in self.chunks:
+            self.chunks[length] = document_chunks(self.documents, length, self.seed, self.hp["short_seq_probability"])
+        chunks, size = self.chunks[length], self.hp["batch_size"]
+        epoch, position = divmod(step - phase_start, math.ceil(len(chunks) / size))
+        key = (length, epoch)
+        if self.order[0] != key:
+            self.order = key, np.random.default_rng([self.seed, length, epoch]).permutation(len(chunks))
+        return [sentence_pair(self.documents, chunks[c].tolist(), length,
+                              random.Random(f"{self.seed}/{length}/{epoch}/{c}"))
+                for c in self.order[1][position * size:(position + 1) * size]]
 
 
 def mask_tokens(ids, special, mask_id, vocab_size, probability, generator):
@@ -54,29 +133,39 @@ def mask_tokens(ids, special, mask_id, vocab_size, probability, generator):
     return corrupted, chosen, ids[chosen]
 
 
-def pad_batch(blocks, pad_id):
-    ids = torch.full((len(blocks), max(map(len, blocks))), pad_id)
-    for i, seq in enumerate(blocks):
-        ids[i, : len(seq)] = torch.as_tensor(seq)
-    return ids
+def collate(pairs, tokenizer):
+    """Padded tensors of a batch of pairs: the ids of [CLS] A [SEP] B [SEP], their token type
+    (segment) ids and the next-sentence labels (0: B follows A, 1: B is random)."""
+    sequences = [[tokenizer.cls_token_id, *a, tokenizer.sep_token_id, *b, tokenizer.sep_token_id] for a, b, _ in pairs]
+    ids = torch.full((len(pairs), max(map(len, sequences))), tokenizer.pad_token_id)
+    segments = torch.zeros_like(ids)
+    for i, (sequence, (a, _, _)) in enumerate(zip(sequences, pairs)):
+        ids[i, : len(sequence)] = torch.as_tensor(sequence)
+        segments[i, len(a) + 2: len(sequence)] = 1
+    return ids, segments, torch.tensor([int(is_random_next) for _, _, is_random_next in pairs])
 
 
-def mlm_loss(model, ids, tokenizer, probability, generator, device):
-    """Masked-language-model loss of a BertForMaskedLM on a padded batch, with the output layer
-    (hidden x vocabulary, the largest matrix of a small BERT) applied only at selected positions."""
+def pretraining_loss(model, ids, segments, next_labels, tokenizer, probability, generator, device):
+    """Masked-LM plus next-sentence loss of a BertForPreTraining on a padded batch, with the MLM
+    output layer (hidden x vocabulary, the largest matrix of a small BERT) applied only at selected
+    positions."""
     attention = ids != tokenizer.pad_token_id
     special = ~attention | (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
     corrupted, chosen, targets = mask_tokens(ids, special, tokenizer.mask_token_id, len(tokenizer), probability, generator)
-    hidden = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device)).last_hidden_state
-    logits = model.cls(hidden[chosen.to(device)])
-    return torch.nn.functional.cross_entropy(logits.float(), targets.to(device))
+    encoded = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device),
+                         token_type_ids=segments.to(device))
+    words = model.cls.predictions(encoded.last_hidden_state[chosen.to(device)])
+    next_sentence = model.cls.seq_relationship(encoded.pooler_output)
+    return (torch.nn.functional.cross_entropy(words.float(), targets.to(device))
+            + torch.nn.functional.cross_entropy(next_sentence.float(), next_labels.to(device)))
 
 
-def mlm_model(config, device):
-    """A BertForMaskedLM of `config` initialised from scratch on `device`, in training mode."""
-    from transformers import BertForMaskedLM
+def pretraining_model(config, device):
+    """A BertForPreTraining (encoder with pooler, MLM and NSP heads) of `config` initialised from
+    scratch on `device`, in training mode."""
+    from transformers import BertForPreTraining
 
-    return BertForMaskedLM(config).to(device).train()
+    return BertForPreTraining(config).to(device).train()
 
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
@@ -90,10 +179,11 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     autocast = autocast_for(device)
     tokenizer = load_tokenizer(tokenizer_dir)
 
-    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, hp["max_length"]),
+    longest = max(hp["max_length"], hp.get("long_max_length", 0))
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, longest),
                         pad_token_id=tokenizer.pad_token_id, **architecture)
     torch.manual_seed(seed)
-    model = mlm_model(config, device)
+    model = pretraining_model(config, device)
     # fused: one kernel for the whole update (the foreach default launches several per group)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
 
@@ -107,6 +197,9 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
         if (state := load_state(candidate)) is not None:
+            if state["model"].keys() != model.state_dict().keys():
+                raise InputError(candidate, "not a state of this series' model (an MLM-only state of an earlier "
+                                            "release?): delete it to train the series afresh")
             if state["step"] <= step:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])  # moves the moments to the model's device
@@ -119,18 +212,14 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": at, "curve": curve.read()}
 
-    documents = read_documents(corpus_path, tokenizer) if at < step else []
-    blocks = pack_documents(documents, tokenizer, hp["max_length"])
-    per_epoch = math.ceil(len(blocks) / hp["batch_size"]) if blocks else 1
+    batches = Batches(read_documents(corpus_path, tokenizer) if at < step else None, hp, seed)
     progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train")
     while at < step:
-        epoch, position = divmod(at, per_epoch)
-        order = torch.randperm(len(blocks), generator=data_generator(seed, epoch))
-        batch = [blocks[i] for i in order[position * hp["batch_size"]:(position + 1) * hp["batch_size"]]]
+        ids, segments, next_labels = collate(batches(at), tokenizer)
         generator = seed_step(seed, at)  # masking and dropout depend on (seed, step): a resumed chain is exact
         with autocast():
-            loss = mlm_loss(model, pad_batch(batch, tokenizer.pad_token_id), tokenizer, hp["mask_probability"],
-                            generator, device)
+            loss = pretraining_loss(model, ids, segments, next_labels, tokenizer, hp["mask_probability"], generator,
+                                    device)
         loss.backward()
         optimizer.step()
         scheduler.step()

@@ -1,6 +1,6 @@
-# Masked-language-model pre-training: one job per checkpoint, each continuing from the previous.
-# It reads the corpus prepared by corpus.smk; the steps of a `source: hub` series are fetched by
-# fetch_model (download.smk) instead.
+# BERT pre-training (masked LM + next-sentence prediction): one job per checkpoint, each continuing
+# from the previous. It reads the corpus prepared by corpus.smk; the steps of a `source: hub` series
+# are fetched by fetch_model (download.smk) instead.
 
 
 rule pretrain:

@@ -1,0 +1,142 @@
+"""BERT's pre-training data and heads: next-sentence pairs cut from documents as
+create_pretraining_data.py cuts them, the two sequence lengths, and checkpoints that carry the
+pooler the next-sentence task trains into fine-tuning."""
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from conftest import ARCH, PRETRAIN_HP, prepared_corpus
+
+from crossdisc import pretrain
+from crossdisc.corpus import Documents
+from crossdisc.errors import InputError
+from crossdisc.models import build_classifier
+
+SENTENCE = 4  # tokens per sentence of the synthetic corpus
+
+
+def numbered_documents(n_documents, n_sentences):
+    """Documents whose sentence s of document d is the 4 tokens [1000 + d, 2000 + s, 7, 7], so a
+    pair's segments say which sentences they hold."""
+    tokens = [[1000 + d, 2000 + s, 7, 7] for d in range(n_documents) for s in range(n_sentences)]
+    return Documents(tokens=np.array(tokens).ravel(),
+                     sentence_starts=np.arange(n_documents * n_sentences + 1) * SENTENCE,
+                     document_starts=np.arange(n_documents + 1) * n_sentences)
+
+
+def sentences_of(segment):
+    """(document, sentence) of each whole sentence of a segment of numbered_documents."""
+    assert len(segment) % SENTENCE == 0
+    return [(segment[i] - 1000, segment[i + 1] - 2000) for i in range(0, len(segment), SENTENCE)]
+
+
+def test_documents_are_cut_into_chunks_that_fill_a_sequence():
+    documents = numbered_documents(3, 10)
+    # [CLS] A [SEP] B [SEP] in 15 tokens: 12 for the segments, three sentences a chunk
+    chunks = pretrain.document_chunks(documents, 15, seed=1, short_seq_probability=0.0)
+    expected = [(d, 10 * d + first, 10 * d + end, 12) for d in range(3) for first, end in ((0, 3), (3, 6), (6, 9), (9, 10))]
+    assert [tuple(row) for row in chunks.tolist()] == expected
+
+
+def test_a_tenth_of_the_documents_get_a_shorter_target():
+    chunks = pretrain.document_chunks(numbered_documents(2000, 1), 15, seed=1, short_seq_probability=0.1)
+    short = chunks[:, 3] < 12  # a random target of 2..12 tokens is short 10 times in 11
+    assert short.mean() == pytest.approx(0.1 * 10 / 11, abs=0.02)
+    assert chunks[short, 3].min() >= 2
+
+
+def test_pairs_are_the_next_sentences_half_the_time_and_another_documents_otherwise():
+    documents = numbered_documents(20, 10)
+    chunks = pretrain.document_chunks(documents, 15, seed=1, short_seq_probability=0.0)
+    random_next = Counter()
+    for draw in range(20):
+        for index, (document, first, end, target) in enumerate(chunks.tolist()):
+            a, b, is_random_next = pretrain.sentence_pair(documents, (document, first, end, target), 15,
+                                                          random.Random(f"{draw}/{index}"))
+            a, b = sentences_of(a), sentences_of(b)
+            in_chunk = [(document, s - 10 * document) for s in range(first, end)]
+            assert a and b and len(a) + len(b) <= 3
+            assert a == in_chunk[:len(a)]  # A: the chunk's first sentences
+            if is_random_next:
+                assert {d for d, _ in b} == {b[0][0]} != {document}
+                assert [s for _, s in b] == list(range(b[0][1], b[0][1] + len(b)))  # consecutive
+                assert len(b) == 3 - len(a) or b[-1][1] == 9  # up to the target or the document's end
+            else:
+                assert a + b == in_chunk
+            random_next[end - first, is_random_next] += 1
+    assert random_next[1, False] == 0  # a one-sentence chunk has no next sentence in it
+    share = random_next[3, True] / (random_next[3, True] + random_next[3, False])
+    assert share == pytest.approx(0.5, abs=0.05)
+
+
+def test_pairs_of_real_text_are_cut_to_the_sequence_length(tmp_path, tiny_bert, tokenizer):
+    from crossdisc.corpus import read_documents
+
+    documents = read_documents(prepared_corpus(tmp_path, tiny_bert), tokenizer)
+    chunks = pretrain.document_chunks(documents, 24, seed=1, short_seq_probability=0.1)
+    pairs = [pretrain.sentence_pair(documents, chunk, 24, random.Random(i)) for i, chunk in enumerate(chunks.tolist())]
+    assert all(a and b and len(a) + len(b) <= 21 for a, b, _ in pairs)
+    ids, segments, labels = pretrain.collate(pairs, tokenizer)
+    a, b, is_random_next = pairs[0]
+    assert ids[0, : len(a) + len(b) + 3].tolist() == [101, *a, 102, *b, 102]
+    assert segments[0].tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * (ids.shape[1] - len(a) - len(b) - 3)
+    assert labels.tolist() == [int(r) for _, _, r in pairs]
+
+
+def test_batches_switch_to_the_long_length_and_depend_on_the_step_alone():
+    documents = numbered_documents(40, 12)
+    hp = {**pretrain.DEFAULTS, "max_length": 11, "long_max_length": 27, "long_from_step": 6, "batch_size": 8,
+          "short_seq_probability": 0.0}
+    batches = pretrain.Batches(documents, hp, seed=3)
+    lengths = {step: max(len(a) + len(b) + 3 for a, b, _ in batches(step)) for step in range(12)}
+    assert all(lengths[s] <= 11 for s in range(6)) and all(lengths[s] <= 27 for s in range(6, 12))
+    assert min(lengths[s] for s in range(6, 12)) > 11
+    # from step 6 on, the long phase's first epoch holds every chunk of its length once
+    chunks = pretrain.document_chunks(documents, 27, seed=3, short_seq_probability=hp["short_seq_probability"])
+    first_sentences = Counter()
+    for step in range(6, 6 + -(-len(chunks) // 8)):
+        first_sentences.update(sentences_of(a)[0] for a, _, _ in batches(step))
+    assert first_sentences == Counter((d, s - 12 * d) for d, s, _, _ in chunks.tolist())
+    fresh = pretrain.Batches(documents, hp, seed=3)
+    assert fresh(9) == batches(9) and fresh(2) == batches(2)  # in any order, from any process
+
+
+def trained_checkpoint(tmp_path, tiny_bert, steps):
+    out = tmp_path / f"step-{steps}"
+    pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert), tiny_bert, ARCH, out, steps, steps, PRETRAIN_HP)
+    return out
+
+
+def test_checkpoints_load_strictly_into_bert_for_pretraining_with_a_trained_pooler(tmp_path, tiny_bert):
+    from safetensors.torch import load_file
+    from transformers import BertForPreTraining
+
+    initial, trained = trained_checkpoint(tmp_path, tiny_bert, 0), trained_checkpoint(tmp_path, tiny_bert, 3)
+    _, info = BertForPreTraining.from_pretrained(trained, output_loading_info=True)
+    assert not any(info.values())  # no missing, unexpected or mismatched weight
+    before, after = load_file(initial / "model.safetensors"), load_file(trained / "model.safetensors")
+    for name in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
+        assert not torch.equal(before[name], after[name])  # next-sentence prediction trained them
+
+
+@pytest.mark.parametrize("init", ["pretrained", "re-emb"])
+def test_fine_tuning_starts_from_the_checkpoints_pooler(tmp_path, tiny_bert, init):
+    from safetensors.torch import load_file
+
+    checkpoint = load_file(trained_checkpoint(tmp_path, tiny_bert, 2) / "model.safetensors")
+    model = build_classifier(tmp_path / "step-2", init, num_labels=2, seed=0).state_dict()
+    for name in ("bert.pooler.dense.weight", "bert.pooler.dense.bias"):
+        assert torch.equal(model[name], checkpoint[name])
+
+
+def test_a_masked_lm_only_state_is_refused(tmp_path, tiny_bert):
+    previous = tmp_path / "step-0"
+    previous.mkdir()
+    torch.save({"model": {"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2)}, "step": 0},
+               previous / pretrain.STATE_FILE)
+    with pytest.raises(InputError, match="not a state of this series' model"):
+        pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert), tiny_bert, ARCH, tmp_path / "step-2", 2, 2, PRETRAIN_HP,
+                          previous_dir=previous)
