@@ -15,7 +15,7 @@ PAPER_CONTRASTS = [
 
 
 def write_run(root, experiment, task, model, init, seed, labels, predictions, token_map="most-frequent",
-              metric="accuracy", groups=None):
+              metric="accuracy", groups=None, hparams=None):
     """A finished run directory: metrics.json as finetune writes it and test predictions."""
     run = {"experiment": experiment, "task": task, "model": model, "init": init, "token_map": token_map,
            "fraction": "1.0", "seed": seed}
@@ -27,7 +27,7 @@ def write_run(root, experiment, task, model, init, seed, labels, predictions, to
     frame.to_parquet(run_dir / "predictions.parquet", index=False)
     test = metrics.score(frame, frame["prediction"].to_numpy(), metrics.kind_of(metric))[metric]
     summary = {"run": run, "metric": metric, "test": test, "dev": None, "steps": 1, "train_seconds": 1.0,
-               "metrics": {"test": {metric: test}}}
+               "metrics": {"test": {metric: test}}, "hparams": hparams or {"lr": 1e-4}}
     (run_dir / "metrics.json").write_text(json.dumps(summary))
     return run_dir / "metrics.json"
 
@@ -98,6 +98,13 @@ def test_runs_on_different_test_examples_are_not_compared(tmp_path):
     b = write_run(tmp_path, "e", "t", "m", "scratch", 100, [0, 1, 1], [0, 1, 1]).parent
     with pytest.raises(ValueError, match="different test examples"):
         comparisons.bootstrap_interval([a], [b], "accuracy")
+
+
+def test_runs_trained_with_other_settings_are_not_paired(tmp_path):
+    labels = np.array([0, 1] * 5)
+    paths = [write_run(tmp_path, "e", "t", "m", "pretrained", 100, labels, labels),
+             write_run(tmp_path, "f", "t", "m", "scratch", 100, labels, 1 - labels, hparams={"lr": 5e-4})]
+    assert comparisons.compare(aggregate.collect(paths), PAPER_CONTRASTS).empty
 
 
 def test_contrasts_without_runs_on_both_sides_are_left_out(tmp_path):

@@ -63,9 +63,16 @@ def collect(metrics_paths, headline=None):
         rows.append({**{key: run[key] for key in RUN_KEYS}, "metric": metric,
                      "test": scores.get("test", {}).get(metric), "dev": scores.get("dev", {}).get(metric),
                      "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                     "run_dir": str(Path(path).parent), "scores": scores})
-    columns = RUN_KEYS + ["metric", "test", "dev", "steps", "train_seconds", "run_dir", "scores"]
+                     "run_dir": str(Path(path).parent), "scores": scores, "settings": _training_settings(summary)})
+    columns = RUN_KEYS + ["metric", "test", "dev", "steps", "train_seconds", "run_dir", "scores", "settings"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _training_settings(summary):
+    """A run's training settings as one comparable string, less what does not change training (the
+    metric a run records, whether it scored its training split)."""
+    settings = {k: v for k, v in summary.get("hparams", {}).items() if k not in ("metric", "score_train")}
+    return json.dumps(settings, sort_keys=True)
 
 
 def summarise(runs):

@@ -20,7 +20,8 @@ from scipy import stats
 from . import metrics
 from .grid import RUN_KEYS
 
-PAIR_KEYS = [k for k in RUN_KEYS if k != "experiment"]
+# runs pair across experiments only where they trained with the same settings
+PAIR_KEYS = [k for k in RUN_KEYS if k != "experiment"] + ["settings"]
 RESAMPLES = 1000  # bootstrap draws: the 2.5% and 97.5% percentiles move by < 0.1 point beyond this
 BOOTSTRAP_SEED = 0  # fixed, so that a rerun of the aggregation writes the same table
 COLUMNS = ["comparison", "task", "model", "init", "token_map", "fraction", "metric", "seeds", "a", "b", "diff",
@@ -33,7 +34,8 @@ NOTE = ("a and b: the test metric (percent) of the two arms, mean over seeds; di
 
 def pair_runs(runs, contrast):
     """The runs of `contrast` paired: one row per (cell, seed) with both arms' `test` and `run_dir`
-    (suffixes _a and _b). Runs of the same coordinates in two experiments count once."""
+    (suffixes _a and _b); the two runs of a pair also trained with the same settings. Runs of the
+    same coordinates and settings in two experiments count once."""
     runs = runs.drop_duplicates(subset=PAIR_KEYS)
     vary = contrast["vary"]
     if vary == "step":  # every checkpoint of a series against the same series' step 0
