@@ -75,6 +75,17 @@ def test_saved_table_is_auditable(tokenizer, tmp_path):
     assert np.array_equal(token_maps.read_table(tmp_path / "map.parquet"), table)
 
 
+def test_a_map_built_for_another_task_is_refused_naming_both(tokenizer, tmp_path):
+    table = token_maps.build_table("random-real", DNA, tokenizer, seed=100)
+    token_maps.write_table(tmp_path / "map.parquet", table, DNA, tokenizer)
+    with pytest.raises(InputError, match=f"^{tmp_path}/map.parquet: built for task 'dna', not 'rna'$"):
+        token_maps.read_table(tmp_path / "map.parquet", {**DNA, "task": "rna"})
+    with pytest.raises(InputError, match="maps 7 ids; the token file of 'dna' has 9"):
+        token_maps.read_table(tmp_path / "map.parquet", {**DNA, "vocab_size": 9})
+    with pytest.raises(InputError, match="gone.parquet: no such token map"):
+        token_maps.read_table(tmp_path / "gone.parquet", DNA)
+
+
 @pytest.mark.parametrize("strategy", ["identity", "shift-1", "shift-1000", "shift-30521", "random-shift"])
 def test_text_maps_are_bijections_that_round_trip(tokenizer, strategy):
     table = token_maps.build_table(strategy, TEXT, tokenizer, seed=7)

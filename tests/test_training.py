@@ -13,6 +13,7 @@ import torch
 from conftest import ARCH, PRETRAIN_HP, dna_token_file, prepared_corpus
 
 from crossdisc import finetune, pretrain, token_maps, tokens
+from crossdisc.errors import InputError
 from crossdisc.models import build_classifier
 
 
@@ -314,6 +315,28 @@ def test_length_grouping_pads_less_and_covers_every_example_once():
     padded = sum(len(b) * lengths[b].max() for b in batches)
     random_padded = sum(len(b) * lengths[b].max() for b in np.array_split(order, len(batches)))
     assert padded < 0.75 * random_padded
+
+
+@pytest.mark.parametrize("missing, message", [("tokens", "no such token file"), ("model", "no such model directory")])
+def test_a_missing_input_of_finetune_is_one_line(task_files, tiny_bert, tmp_path, capsys, missing, message):
+    from crossdisc import cli
+
+    tokens_path, map_path = task_files
+    paths = {"tokens": str(tokens_path), "model": str(tiny_bert), missing: str(tmp_path / "gone")}
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["finetune", "--tokens", paths["tokens"], "--token-map", str(map_path), "--model", paths["model"],
+                  "--init", "pretrained", "--state", str(tmp_path / "state"), "--out", str(tmp_path / "run")])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"crossdisc finetune: error: {tmp_path}/gone: {message} " + (
+        "(crossdisc preprocess writes one)" if missing == "tokens" else "(crossdisc fetch-model writes one)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_hparams_key_is_refused(task_files, tiny_bert, tmp_path):
+    tokens_path, map_path = task_files
+    with pytest.raises(InputError, match=r"--hparams: unknown setting\(s\) \['learning_rate'\]"):
+        finetune.finetune(tokens_path, map_path, tiny_bert, "pretrained", tmp_path / "run", tmp_path / "state",
+                          {"learning_rate": 1e-3})
 
 
 def test_stop_loss_ends_training_once_the_loss_has_converged(task_files, tiny_bert, tmp_path):

@@ -128,7 +128,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
     # ---- data -----------------------------------------------------------------------------------
     frame, meta = tokens.read_token_file(tokens_path)
     kind = meta["kind"]
-    table = torch.tensor(token_maps.read_table(token_map_path), dtype=torch.long)
+    table = torch.tensor(token_maps.read_table(token_map_path, meta), dtype=torch.long)
     train = frame[frame["split"] == "train"].reset_index(drop=True)
     if fraction < 1.0:  # the paper's low-resource setting
         stratified = hp["fraction_sampling"] == "stratified" and kind != "regression"  # regression: no classes

@@ -113,9 +113,17 @@ def fetch_model(spec, out_dir):
             print(f"converted {PICKLED_WEIGHTS} (sha256 {expected}) to model.safetensors")
 
 
+def require_model_dir(model_dir):
+    """A model is a local directory here (`crossdisc fetch-model` writes it): a missing one is one
+    line, not the hub's 'Repo id must be in the form ...'."""
+    if not Path(model_dir).is_dir():
+        raise InputError(model_dir, "no such model directory (crossdisc fetch-model writes one)")
+
+
 def load_tokenizer(model_dir):
     from transformers import AutoTokenizer
 
+    require_model_dir(model_dir)
     return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
 
 
@@ -139,6 +147,7 @@ def build_classifier(model_dir, init, num_labels, seed, symbols=None, longest=No
 
     if init not in INITS:
         raise InputError(model_dir, f"unknown init '{init}' (expected one of {', '.join(INITS)})")
+    require_model_dir(model_dir)
     if family := architecture_family(model_dir):
         return _build_family(model_dir, family, init, num_labels, seed, symbols, longest)
     config = AutoConfig.from_pretrained(model_dir, num_labels=num_labels, trust_remote_code=False,

@@ -19,6 +19,7 @@ padding included, as the authors did. Strategies (names as in the config):
 """
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -97,12 +98,24 @@ def write_table(path, table, meta, tokenizer):
     outputs = tokenizer.convert_ids_to_tokens(table.tolist()) if tokenizer else [inputs[i] for i in table]
     frame = pd.DataFrame({"input_id": np.arange(len(table)), "input_token": inputs,
                           "model_id": table, "model_token": outputs})
+    frame.attrs["crossdisc"] = {"task": meta.get("task"), "vocabulary": meta.get("vocabulary")}  # what it maps
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
 
 
-def read_table(path):
-    return pd.read_parquet(path, columns=["model_id"])["model_id"].to_numpy()
+def read_table(path, meta=None):
+    """The map's model ids by input id; with `meta`, the metadata of the token file it is to map,
+    checked to be the task (and size) the map was built for."""
+    if not Path(path).is_file():
+        raise InputError(path, "no such token map (crossdisc token-map writes one)")
+    frame = pd.read_parquet(path, columns=["model_id"])
+    if meta is not None:
+        built_for = frame.attrs.get("crossdisc", {}).get("task")
+        if built_for is not None and built_for != meta["task"]:
+            raise InputError(path, f"built for task '{built_for}', not '{meta['task']}'")
+        if len(frame) != meta["vocab_size"]:
+            raise InputError(path, f"maps {len(frame)} ids; the token file of '{meta['task']}' has {meta['vocab_size']}")
+    return frame["model_id"].to_numpy()
 
 
 def count_tokens(corpus_path, tokenizer):

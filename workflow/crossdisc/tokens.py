@@ -12,6 +12,7 @@ symbols follow in alphabet order. Text vocabularies are the model tokenizer's ow
 """
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,6 +60,8 @@ def write_token_file(path, records, meta):
 
 def read_token_file(path):
     """Return (DataFrame, metadata dict) of a token file."""
+    if not Path(path).is_file():
+        raise InputError(path, "no such token file (crossdisc preprocess writes one)")
     table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(b"crossdisc")
     if raw is None:
