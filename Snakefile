@@ -56,6 +56,11 @@ rule all:
         rules.aggregate.output,
 
 
-# A failed step's one-line error (in its log) is the last thing the console shows.
+# A finished run ends on where its results are and its first comparisons; a failed one on each
+# failed step's one-line error (from its log).
+onsuccess:
+    print(*summary_lines(RESULTS, f"{RESULTS}/logs"), sep="\n", file=sys.stderr)
+
+
 onerror:
     report_at_exit(log)

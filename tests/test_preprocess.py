@@ -232,3 +232,14 @@ def test_midi_files_are_found_inside_the_sources_directory(tmp_path):
     write_maestro(folder, [{"canonical_composer": "Bach", "split": "train", "midi_filename": "a.mid"}])
     preprocess.preprocess("music", {**MIDI_TASK, "directory": "maestro-v1.0.0"}, tmp_path, tmp_path / "m.parquet")
     assert tokens.read_token_file(tmp_path / "m.parquet")[0]["group"].tolist() == ["a.mid"]
+
+
+def test_preprocessing_counts_each_split_and_label_and_warns_on_a_small_split(tmp_path, caplog):
+    (tmp_path / "data.txt").write_text("r1\nACGT\n1\nr2\nTTTT\n0\nr3\nGGGG\n1\nr4\nCCCC\n0\n")
+    with caplog.at_level("INFO"):
+        preprocess.preprocess("dna", DNA_TASK, tmp_path, tmp_path / "tokens.parquet")
+    _, meta = tokens.read_token_file(tmp_path / "tokens.parquet")
+    assert sum(sum(labels.values()) for labels in meta["split_counts"].values()) == 4
+    assert set(meta["split_counts"]) == {"train", "dev", "test"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "dna: the dev split has 1 example; its metrics move by 100 points per example" in warnings

@@ -23,7 +23,7 @@ N_RUNS = 2 + 3 * 2 * 2 + 2
 def finished_run(tmp_path_factory, tiny_bert):
     workdir = tmp_path_factory.mktemp("workflow")
     configfile = write_config(workdir / "tiny.yaml", tiny_config(workdir / "results", tiny_bert))
-    snakemake(workdir, configfile)
+    (workdir / "console.txt").write_text(snakemake(workdir, configfile).stderr)
     return workdir, configfile
 
 
@@ -95,6 +95,13 @@ def test_the_paired_comparisons_pair_the_runs_seed_by_seed(finished_run):
     step = table.query("comparison == 'checkpoint vs step 0'").iloc[0]
     assert (step["task"], step["model"], step["seeds"]) == ("dna", "mini-bert@3 − @0", 1)
     assert "| pretrained vs scratch | composer |" in (workdir / "results/tables/comparisons.md").read_text()
+
+
+def test_a_finished_run_ends_on_where_its_results_are_and_its_first_comparisons(finished_run):
+    workdir, _ = finished_run
+    summary = [line for line in (workdir / "console.txt").read_text().splitlines() if line.startswith("crossdisc: ")]
+    assert summary[0].startswith(f"crossdisc: tables in {workdir}/results/tables/ (results.md, comparisons.md)")
+    assert any(line.startswith("crossdisc: pretrained vs scratch, word-order (tiny): ") for line in summary)
 
 
 def test_the_report_holds_the_table_and_figures(finished_run):

@@ -38,6 +38,7 @@ DEFAULT_ALPHABETS = {"midi": [str(p) for p in range(128)], "uci-splice": list("A
 # Class names in the authors' id order (their DNA scripts: splice EI=0, IE=1, N=2; Hilbert-CNN's
 # histone files are binary, 0 and 1, so that a stray label is an error, not a third class).
 DEFAULT_LABELS = {"uci-splice": ["EI", "IE", "N"], "hilbert-cnn": ["0", "1"]}
+SMALL_SPLIT = 10  # fewer examples (pieces) than this in a split: a warning, its metric is coarse
 
 GlueTask = namedtuple("GlueTask", "texts tsv_columns tsv_header labels")
 # Per GLUE task: the text columns of the Hugging Face `nyu-mll/glue` Parquet
@@ -576,5 +577,30 @@ def preprocess(task_name, task, raw_dir, out_path, tokenizer_dir=None):
         if unknown:
             log.info("%s: symbols outside the alphabet read as '%s': %s", task_name, task["unknown_symbol"],
                      dict(sorted(unknown.items())))
+    meta["split_counts"] = split_counts(records, label_names, task["kind"])
     tokens.write_token_file(out_path, records, meta)
+    log.info("%s: examples per split and label: %s", task_name, meta["split_counts"])
+    unit = "pieces" if task["kind"] == "vote_classification" else "examples"
+    for split in tokens.SPLITS:
+        size = sum(meta["split_counts"].get(split, {}).values())
+        if size < SMALL_SPLIT:
+            log.warning("%s: the %s split has %d %s; its metrics %s", task_name, split, size,
+                        unit[:-1] if size == 1 else unit,
+                        "are not computed" if size == 0 else f"move by {100 / size:.0f} points per {unit[:-1]}")
+
+
+def split_counts(records, label_names, kind):
+    """{split: {label: examples}} of a token file's records (pieces, for a vote task: its metric
+    counts pieces); a regression's values count under 'all'."""
+    counts = {}
+    seen = set()
+    for r in records:
+        if kind == "vote_classification":
+            if (r["split"], r["group"]) in seen:
+                continue
+            seen.add((r["split"], r["group"]))
+        label = "all" if label_names is None else label_names[r["label"]]
+        split = counts.setdefault(r["split"], {})
+        split[label] = split.get(label, 0) + 1
+    return counts
 

@@ -3,8 +3,8 @@
 import os
 import sys
 
+from crossdisc.console import report_at_exit, summary_lines
 from crossdisc.errors import ConfigError
-from crossdisc.failures import report_at_exit
 from crossdisc.grid import NATIVE, PUBLISHED, Grid, alternatives, dumps
 from crossdisc.preflight import local_files, missing_local_files
 

@@ -1,11 +1,13 @@
-"""A failed step's one-line error ends the console, read from Snakemake's log and the step's own."""
+"""The end of a run on the console: a failed step's one-line error, read from Snakemake's log and the
+step's own; a finished run's summary."""
 
 import subprocess
 
+import pandas as pd
 import yaml
 
 from conftest import REPO
-from crossdisc import failures
+from crossdisc import console
 
 SNAKEMAKE_LOG = """\
 [Fri Dec  4 21:25:07 2026]
@@ -34,8 +36,8 @@ def test_each_failed_steps_last_log_line_is_reported_once(tmp_path):
     log.write_text("reading\ncrossdisc preprocess: error: data.tsv: line 3: label 'x' is not a number\n\n")
     download_log.write_text("Traceback (most recent call last):\n  ...\nKeyError: 'files'\n")
     text = SNAKEMAKE_LOG.format(raw="raw", model="model", out="out", log=log, download_log=download_log)
-    assert failures.failed_steps(text) == [("preprocess", [str(log)]), ("download", [str(download_log)])]
-    assert failures.error_lines(text + text) == [
+    assert console.failed_steps(text) == [("preprocess", [str(log)]), ("download", [str(download_log)])]
+    assert console.error_lines(text + text) == [
         "crossdisc preprocess: error: data.tsv: line 3: label 'x' is not a number",
         f"crossdisc: rule download failed ({download_log}): KeyError: 'files'"]
 
@@ -56,3 +58,25 @@ def test_a_bad_input_ends_the_console_with_the_steps_one_line(tmp_path, tiny_ber
         f"crossdisc preprocess: error: {tmp_path}/results/raw/mine/data.tsv: line 1: missing column(s) ['label'] "
         "(the file has ['text', 'lab'])")
     assert "Traceback" not in result.stderr
+
+
+def test_a_finished_run_names_its_outputs_its_first_comparisons_and_the_preprocessing_warnings(tmp_path):
+    tables, logs = tmp_path / "results" / "tables", tmp_path / "results" / "logs"
+    tables.mkdir(parents=True)
+    (tables / "results.md").write_text("| table |\n")
+    rows = [{"comparison": "pretrained vs scratch", "task": f"t{i}", "model": "m", "metric": "accuracy", "seeds": seeds,
+             "diff": 12.5, "seed_low": low, "seed_high": 20.0, "test_low": 3.0, "test_high": 22.0}
+            for i, (seeds, low) in enumerate([(3, 5.0), (1, None)] * 5)]
+    pd.DataFrame(rows).to_csv(tables / "comparisons.csv", index=False)
+    (logs / "preprocess" / "dna").mkdir(parents=True)
+    (logs / "preprocess" / "dna" / "native.log").write_text(
+        "2026-12-04 10:00:00,000 INFO dna: examples per split and label: {...}\n"
+        "2026-12-04 10:00:00,001 WARNING dna: the dev split has 2 examples; its metrics move by 50 points per example\n")
+    lines = console.summary_lines(tmp_path / "results", logs)
+    assert lines[0].startswith(f"crossdisc: tables in {tables}/ (results.md, comparisons.md)")
+    assert lines[1] == ("crossdisc: pretrained vs scratch, t0 (m): +12.5 points accuracy, 3 seeds; "
+                        "95% seeds [+5.0, +20.0], test [+3.0, +22.0]")
+    assert lines[2] == "crossdisc: pretrained vs scratch, t1 (m): +12.5 points accuracy, 1 seed; 95% test [+3.0, +22.0]"
+    assert lines[9] == f"crossdisc: ... 2 more in {tables}/comparisons.md"
+    assert lines[10] == "crossdisc: warning: dna: the dev split has 2 examples; its metrics move by 50 points per example"
+    assert console.summary_lines(tmp_path / "elsewhere", logs) == []
