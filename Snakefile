@@ -23,10 +23,15 @@ if not workflow.overwrite_configfiles:
     configfile: f"{workflow.basedir}/config/config.yaml"
 
 
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
+
+
+# The report opens on the numbers: the aggregation's overview (results table, paired comparisons)
+# once it exists, before that a description.
+OVERVIEW = os.path.abspath(f"{PATHS.tables}/overview.rst")
+
+
+report: OVERVIEW if os.path.exists(OVERVIEW) else "workflow/report/workflow.rst"
 
 
 wildcard_constraints:

@@ -111,3 +111,16 @@ def test_contrasts_without_runs_on_both_sides_are_left_out(tmp_path):
     labels = np.array([0, 1])
     paths = [write_run(tmp_path, "e", "t", "m", "pretrained", 100, labels, labels)]  # no scratch, no checkpoints
     assert comparisons.compare(aggregate.collect(paths), PAPER_CONTRASTS).empty
+
+
+def test_the_reports_landing_page_is_valid_rst_with_both_tables(tmp_path):
+    from docutils.core import publish_parts
+
+    labels = np.array([0, 1] * 10)
+    paths = [write_run(tmp_path, "e", "dna", "bert", init, 100, labels, preds)
+             for init, preds in (("pretrained", labels), ("scratch", 1 - labels))]
+    runs = aggregate.collect(paths)
+    rst = aggregate.overview_rst(aggregate.summarise(runs), comparisons.compare(runs, PAPER_CONTRASTS, resamples=50))
+    html = publish_parts(rst, writer="html", settings_overrides={"report_level": 2})["html_body"]
+    assert html.count("<table") == 2 and "system-message" not in html
+    assert "<td>100.0</td>" in html and "<td>+100.0</td>" in html and "pretrained − scratch" in html

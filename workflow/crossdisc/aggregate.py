@@ -98,7 +98,7 @@ def to_markdown(cells):
 def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_paths=(), paper_rows=(),
               paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=(), published=None,
               comparisons=(), comparison_paths=(), searches=None, search_paths=(), search_figure_paths=(),
-              headline_figure_paths=(), headline=None):
+              headline_figure_paths=(), headline=None, overview_path=None):
     """Write the results table (.md, .csv) of the runs whose metrics.json are given; the paper's
     tables (.md, .csv, .tex) of `paper_rows`; the overview figure of each kind (training loss, and
     the metric against pre-training steps) to its paths; and each `paper_figures` entry to the
@@ -109,7 +109,8 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
     `searches` the grid searches (Grid.searches), ranked to search_paths (.md, .csv) and drawn to the
     search_figure_paths named search_<experiment>; the headline figure (every experiment's test
     metric per task and variant) to headline_figure_paths. `headline` is {task: its headline
-    metric} (default: the metric each run recorded)."""
+    metric} (default: the metric each run recorded). `overview_path` receives the report's landing
+    page (reStructuredText): the results table and the paired comparisons."""
     runs = collect(metrics_paths, headline)
     cells = summarise(runs)
     for path in table_paths:
@@ -120,11 +121,13 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
                    ".tex": paper_tables_latex}
         for path in paper_table_paths:
             write_text(path, writers[Path(path).suffix](tables))
+    paired = compare(runs, comparisons) if comparison_paths or overview_path else None
     if comparison_paths:
-        table = compare(runs, comparisons)
         writers = {".csv": lambda t: t.to_csv(index=False), ".md": comparisons_markdown, ".tex": comparisons_latex}
         for path in comparison_paths:
-            write_text(path, writers[Path(path).suffix](table))
+            write_text(path, writers[Path(path).suffix](paired))
+    if overview_path:
+        write_text(overview_path, overview_rst(cells, paired))
     if searches:
         ranking = search_ranking(runs, searches)
         for path in search_paths:
@@ -416,6 +419,42 @@ def _step_label(step):
         if step >= size and step % size == 0:
             return f"{step // size}{unit}"
     return str(step)
+
+
+# ---- the report's landing page ----------------------------------------------------------------
+
+
+def _list_table(title, header, rows):
+    """A reStructuredText list-table."""
+    lines = [f".. list-table:: {title}", "   :header-rows: 1", ""]
+    for row in [header] + rows:
+        lines.append(f"   * - {row[0]}")
+        lines += [f"     - {cell}" for cell in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def overview_rst(cells, paired):
+    """The report's landing page: what was run, the results table and the paired comparisons (the
+    figures, paper tables and files are the report's Results and Figures)."""
+    results = [[c.experiment, c.task, c.model, c.init, c.token_map, c.fraction, c.metric,
+                f"{c.test_mean:.1f}" + (f" ± {c.test_std:.1f}" if c.seeds > 1 else ""),
+                "" if pd.isna(c.dev_mean) else f"{c.dev_mean:.1f}", c.seeds] for c in cells.itertuples(index=False)]
+    parts = ["crossdisc: results", "==================", "",
+             "Text-pre-trained transformers fine-tuned on data whose tokens no longer mean what they meant in "
+             "pre-training, against the same models trained from scratch (Kao & Lee, 2021). The headline figure, "
+             "the tables as files and the training curves are under Results and Figures.", "",
+             _list_table("Test metric per grid cell (percent; mean ± sd over seeds)",
+                         ["experiment", "task", "model", "init", "token map", "data", "metric", "test", "dev", "seeds"],
+                         results)]
+    if paired is not None and len(paired):
+        rows = [[r.comparison, r.task, r.model, r.init, r.token_map, r.metric, r.seeds, f"{r.diff:+.1f}",
+                 "" if pd.isna(r.seed_low) else f"[{r.seed_low:.1f}, {r.seed_high:.1f}]",
+                 "" if pd.isna(r.test_low) else f"[{r.test_low:.1f}, {r.test_high:.1f}]"]
+                for r in paired.itertuples(index=False)]
+        parts.append(_list_table("Paired comparisons: a − b in points, 95% intervals over seeds and over test examples",
+                                 ["comparison", "task", "model", "init", "token map", "metric", "seeds", "a − b",
+                                  "seeds 95%", "test 95%"], rows))
+    return "\n".join(parts)
 
 
 # ---- the headline figure ----------------------------------------------------------------------

@@ -18,6 +18,8 @@ rule aggregate:
         search_tables=search_table_files(),
         search_figures=search_figure_files(),
         headline_figure=figure_files("headline", "headline", category="Results"),
+        # the report's landing page (the Snakefile's `report:` once it exists)
+        overview=f"{PATHS.tables}/overview.rst",
         loss_figure=overview_figure_files("loss"),
         steps_figure=overview_figure_files("steps"),
         paper_figures=paper_figure_files(),

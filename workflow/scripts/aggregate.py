@@ -13,7 +13,7 @@ with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log), contex
         aggregate(inputs.metrics, out.tables, out.loss_figure, out.steps_figure, params.paper_rows,
                   out.paper_tables, params.paper_figures, out.paper_figures, params.missing, published,
                   params.comparisons, out.comparisons, params.searches, out.search_tables, out.search_figures,
-                  out.headline_figure, params.headline)
+                  out.headline_figure, params.headline, out.overview)
     except Exception:
         traceback.print_exc()
         raise
