@@ -86,6 +86,7 @@ def embedded_default(results):
     config = yaml.safe_load(text)
     config["results"] = str(results)
     config["pretrain"]["small-bert"]["steps"] = [0, 10, 20]
+    config["pretrain"]["small-bert"]["training"]["long_from_step"] = 18  # the last 10%, as the default's
     for block in [config, *config["tasks"].values(), *config["experiments"].values()]:
         if "max_steps" in block.get("training", {}):
             block["training"]["max_steps"] = 8

@@ -44,8 +44,8 @@ def test_each_run_has_metrics_a_loss_curve_and_predictions(finished_run):
     workdir, _ = finished_run
     run = workdir / "results/runs/non-text/composer/tiny/pretrained/most-frequent/1.0/seed-101"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["metric"] == "vote_accuracy" and metrics["seed"] == 101
-    assert metrics["test"] == metrics["metrics"]["test"]["vote_accuracy"]
+    assert metrics["seed"] == 101 and 0 <= metrics["metrics"]["test"]["vote_accuracy"] <= 1
+    assert metrics["metric"] is None  # no early stopping: the headline metric is read at aggregation
     assert len(pd.read_parquet(run / "curve.parquet")) == 4
     predictions = pd.read_parquet(run / "predictions.parquet")
     assert set(predictions["split"]) == {"dev", "test"} and predictions["group"].str.endswith(".mid").all()
