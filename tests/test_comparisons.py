@@ -113,14 +113,26 @@ def test_contrasts_without_runs_on_both_sides_are_left_out(tmp_path):
     assert comparisons.compare(aggregate.collect(paths), PAPER_CONTRASTS).empty
 
 
-def test_the_reports_landing_page_is_valid_rst_with_both_tables(tmp_path):
+def test_the_reports_landing_page_is_valid_rst_with_the_comparisons_and_links(tmp_path):
     from docutils.core import publish_parts
 
     labels = np.array([0, 1] * 10)
     paths = [write_run(tmp_path, "e", "dna", "bert", init, 100, labels, preds)
              for init, preds in (("pretrained", labels), ("scratch", 1 - labels))]
     runs = aggregate.collect(paths)
-    rst = aggregate.overview_rst(aggregate.summarise(runs), comparisons.compare(runs, PAPER_CONTRASTS, resamples=50))
-    html = publish_parts(rst, writer="html", settings_overrides={"report_level": 2})["html_body"]
-    assert html.count("<table") == 2 and "system-message" not in html
-    assert "<td>100.0</td>" in html and "<td>+100.0</td>" in html and "pretrained − scratch" in html
+    rst = aggregate.overview_rst(comparisons.compare(runs, PAPER_CONTRASTS, resamples=50))
+    # the report appends a link target for each of its files; the page links three of them
+    targets = "\n".join(f".. _{name}: #" for name in ("results.html", "headline.png", "comparisons.md"))
+    html = publish_parts(rst + "\n" + targets, writer="html", settings_overrides={"report_level": 2})["html_body"]
+    assert html.count("<table") == 1 and "system-message" not in html
+    assert "<td>+100.0</td>" in html and "pretrained vs scratch" in html
+    page = aggregate.results_html(aggregate.summarise(runs))
+    assert page.count("<tr") == 3 and "<td>100.0</td>" in page
+
+
+def test_names_in_the_landing_page_stay_text():
+    from docutils.core import publish_parts
+
+    rst = aggregate._list_table("t", ["model"], [["small-bert@600 − @0"], ["a_b*"]])
+    html = publish_parts(rst, writer="html", settings_overrides={"report_level": 2})["html_body"].replace("&#64;", "@")
+    assert "<td>small-bert@600 − @0</td>" in html and "<td>a_b*</td>" in html and "mailto" not in html

@@ -109,7 +109,7 @@ def test_the_report_holds_the_table_and_figures(finished_run):
     snakemake(workdir, configfile, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text(errors="replace")
     assert "results.csv" in html and "loss_curves.png" in html and "comparisons.csv" in html
-    assert "Test metric per grid cell" in html and "Paired comparisons" in html  # it opens on the numbers
+    assert "crossdisc: results" in html and "Paired comparisons" in html and "results.html" in html  # opens on them
 
 
 def test_nothing_reruns_after_a_finished_run(finished_run):

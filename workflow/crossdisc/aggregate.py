@@ -5,6 +5,7 @@ each kind over every run."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -38,6 +39,7 @@ CELL_FORMAT = ("Each cell: ours / published (ours minus published), in percent; 
 
 SPLIT_NAMES = {"test": "test", "dev": "validation (dev)"}
 MAX_COLUMNS = 4  # panels side by side in a figure; longer rows wrap
+LANDING_COMPARISONS = 8  # rows of the paired comparisons on the report's landing page
 
 
 def read_published(path=PUBLISHED):
@@ -113,8 +115,9 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
     page (reStructuredText): the results table and the paired comparisons."""
     runs = collect(metrics_paths, headline)
     cells = summarise(runs)
+    writers = {".csv": lambda c: c.to_csv(index=False), ".md": to_markdown, ".html": results_html}
     for path in table_paths:
-        write_text(path, cells.to_csv(index=False) if str(path).endswith(".csv") else to_markdown(cells))
+        write_text(path, writers[Path(path).suffix](cells))
     if paper_table_paths:
         tables = paper_tables(runs, paper_rows, published, missing)
         writers = {".csv": lambda t: paper_tables_long(t).to_csv(index=False), ".md": paper_tables_markdown,
@@ -127,7 +130,7 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
         for path in comparison_paths:
             write_text(path, writers[Path(path).suffix](paired))
     if overview_path:
-        write_text(overview_path, overview_rst(cells, paired))
+        write_text(overview_path, overview_rst(paired))
     if searches:
         ranking = search_ranking(runs, searches)
         for path in search_paths:
@@ -425,36 +428,50 @@ def _step_label(step):
 
 
 def _list_table(title, header, rows):
-    """A reStructuredText list-table."""
+    """A reStructuredText list-table; cells are escaped, so that a name like small-bert@600 stays
+    text (not an e-mail address) and _ * ` | are not markup."""
+    def cell(value):
+        return re.sub(r"([\\*`_|@])", r"\\\1", str(value))
+
     lines = [f".. list-table:: {title}", "   :header-rows: 1", ""]
     for row in [header] + rows:
-        lines.append(f"   * - {row[0]}")
-        lines += [f"     - {cell}" for cell in row[1:]]
+        lines.append(f"   * - {cell(row[0])}")
+        lines += [f"     - {cell(value)}" for value in row[1:]]
     return "\n".join(lines) + "\n"
 
 
-def overview_rst(cells, paired):
-    """The report's landing page: what was run, the results table and the paired comparisons (the
-    figures, paper tables and files are the report's Results and Figures)."""
-    results = [[c.experiment, c.task, c.model, c.init, c.token_map, c.fraction, c.metric,
-                f"{c.test_mean:.1f}" + (f" ± {c.test_std:.1f}" if c.seeds > 1 else ""),
-                "" if pd.isna(c.dev_mean) else f"{c.dev_mean:.1f}", c.seeds] for c in cells.itertuples(index=False)]
+def overview_rst(paired):
+    """The report's landing page, short (the report centres it beside the rule graph): what was run,
+    the first paired comparisons, and links to the full tables and the headline figure."""
     parts = ["crossdisc: results", "==================", "",
              "Text-pre-trained transformers fine-tuned on data whose tokens no longer mean what they meant in "
-             "pre-training, against the same models trained from scratch (Kao & Lee, 2021). The headline figure, "
-             "the tables as files and the training curves are under Results and Figures.", "",
-             _list_table("Test metric per grid cell (percent; mean ± sd over seeds)",
-                         ["experiment", "task", "model", "init", "token map", "data", "metric", "test", "dev", "seeds"],
-                         results)]
+             "pre-training, against the same models trained from scratch (Kao & Lee, 2021). Every run's test "
+             "metric: `results.html`_ (and the headline figure, `headline.png`_); every paired comparison: "
+             "`comparisons.md`_; figures and tables as files under Results and Figures.", ""]
     if paired is not None and len(paired):
-        rows = [[r.comparison, r.task, r.model, r.init, r.token_map, r.metric, r.seeds, f"{r.diff:+.1f}",
+        rows = [[r.comparison, r.task, r.model, r.seeds, f"{r.diff:+.1f}",
                  "" if pd.isna(r.seed_low) else f"[{r.seed_low:.1f}, {r.seed_high:.1f}]",
                  "" if pd.isna(r.test_low) else f"[{r.test_low:.1f}, {r.test_high:.1f}]"]
-                for r in paired.itertuples(index=False)]
-        parts.append(_list_table("Paired comparisons: a − b in points, 95% intervals over seeds and over test examples",
-                                 ["comparison", "task", "model", "init", "token map", "metric", "seeds", "a − b",
-                                  "seeds 95%", "test 95%"], rows))
+                for r in paired.head(LANDING_COMPARISONS).itertuples(index=False)]
+        more = len(paired) - LANDING_COMPARISONS
+        title = "Paired comparisons: a − b in points, 95% intervals over seeds and over test examples" + (
+            f" (the first {LANDING_COMPARISONS} of {len(paired)})" if more > 0 else "")
+        parts.append(_list_table(title, ["comparison", "task", "model", "seeds", "a − b", "seeds 95%", "test 95%"],
+                                 rows))
     return "\n".join(parts)
+
+
+def results_html(cells):
+    """The results table as an HTML page (the report shows it as it is)."""
+    table = cells.assign(test=[f"{m:.1f}" + (f" ± {s:.1f}" if n > 1 else "")
+                               for m, s, n in zip(cells["test_mean"], cells["test_std"], cells["seeds"])])
+    table = table[["experiment", "task", "model", "init", "token_map", "fraction", "metric", "test", "dev_mean", "seeds"]]
+    body = table.rename(columns={"token_map": "token map", "fraction": "data", "dev_mean": "dev"}).to_html(
+        index=False, na_rep="", float_format="{:.1f}".format, border=0)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>crossdisc results</title><style>"
+            "body{font-family:sans-serif} table{border-collapse:collapse} td,th{padding:2px 8px;"
+            "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
+            "<h3>Test metric per grid cell (percent; mean ± sd over seeds)</h3>" + body + "</body></html>\n")
 
 
 # ---- the headline figure ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ rule aggregate:
         tables=[
             report(f"{PATHS.tables}/results.md", caption="../report/results_table.rst", category="Results"),
             report(f"{PATHS.tables}/results.csv", caption="../report/results_table.rst", category="Results"),
+            report(f"{PATHS.tables}/results.html", caption="../report/results_table.rst", category="Results"),
         ],
         paper_tables=paper_table_files(),
         comparisons=comparison_table_files(),
