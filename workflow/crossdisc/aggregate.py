@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .comparisons import compare  # noqa: E402
+from .comparisons import compare, interval  # noqa: E402
 from .comparisons import to_latex as comparisons_latex  # noqa: E402
 from .comparisons import to_markdown as comparisons_markdown  # noqa: E402
 from .files import atomic_path, write_text  # noqa: E402
@@ -112,7 +112,7 @@ def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_pat
     search_figure_paths named search_<experiment>; the headline figure (every experiment's test
     metric per task and variant) to headline_figure_paths. `headline` is {task: its headline
     metric} (default: the metric each run recorded). `overview_path` receives the report's landing
-    page (reStructuredText): the results table and the paired comparisons."""
+    page (reStructuredText): the first paired comparisons and links to the full tables."""
     runs = collect(metrics_paths, headline)
     cells = summarise(runs)
     writers = {".csv": lambda c: c.to_csv(index=False), ".md": to_markdown, ".html": results_html}
@@ -331,6 +331,14 @@ def select(runs, curve, task):
     return chosen
 
 
+def save_figure(fig, paths):
+    """Write a figure to each of `paths` (its format from the suffix), atomically, and close it."""
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120)
+    plt.close(fig)
+
+
 def draw_figure(figure, runs, paths):
     """Draw a figure (a `paper_figure` or an `overview_figures` one) to each of `paths`: a
     sub-figure per row, titled as the row, its panels side by side."""
@@ -350,10 +358,7 @@ def draw_figure(figure, runs, paths):
         if not row["panels"]:
             sub.text(0.5, 0.5, "no runs to draw", ha="center", va="center", color="0.4")
     fig.suptitle(figure["title"], fontweight="bold")
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths)
 
 
 def _label(curve, chosen):
@@ -449,13 +454,10 @@ def overview_rst(paired):
              "metric: `results.html`_ (and the headline figure, `headline.png`_); every paired comparison: "
              "`comparisons.md`_; figures and tables as files under Results and Figures.", ""]
     if paired is not None and len(paired):
-        rows = [[r.comparison, r.task, r.model, r.seeds, f"{r.diff:+.1f}",
-                 "" if pd.isna(r.seed_low) else f"[{r.seed_low:.1f}, {r.seed_high:.1f}]",
-                 "" if pd.isna(r.test_low) else f"[{r.test_low:.1f}, {r.test_high:.1f}]"]
-                for r in paired.head(LANDING_COMPARISONS).itertuples(index=False)]
-        more = len(paired) - LANDING_COMPARISONS
+        rows = [[r.comparison, r.task, r.model, r.seeds, f"{r.diff:+.1f}", interval(r.seed_low, r.seed_high),
+                 interval(r.test_low, r.test_high)] for r in paired.head(LANDING_COMPARISONS).itertuples(index=False)]
         title = "Paired comparisons: a − b in points, 95% intervals over seeds and over test examples" + (
-            f" (the first {LANDING_COMPARISONS} of {len(paired)})" if more > 0 else "")
+            f" (the first {LANDING_COMPARISONS} of {len(paired)})" if len(paired) > LANDING_COMPARISONS else "")
         parts.append(_list_table(title, ["comparison", "task", "model", "seeds", "a − b", "seeds 95%", "test 95%"],
                                  rows))
     return "\n".join(parts)
@@ -507,10 +509,7 @@ def draw_headline(runs, paths):
         ax.set(title=experiment, ylabel="test metric (%)")
         ax.legend(fontsize=7, title=", ".join(keys), title_fontsize=7)
     fig.suptitle("Test metric per task: mean ± sd over seeds, each seed a point", fontweight="bold")
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths)
 
 
 # ---- grid searches ----------------------------------------------------------------------------
@@ -590,7 +589,4 @@ def draw_search(ranked, paths):
         ax.set_yticks(range(len(labels)), labels)
         ax.invert_yaxis()
     ax.set_title(title)
-    for path in paths:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths)

@@ -131,14 +131,18 @@ def _score(predictions, metric, draw):
     return metrics.score(sample, sample["prediction"].to_numpy(), metrics.kind_of(metric))[metric]
 
 
+def interval(low, high, sign=""):
+    """`[low, high]` to one decimal (`sign="+"`: signed), or "" where there is none (NaN)."""
+    return "" if pd.isna(low) else f"[{low:{sign}.1f}, {high:{sign}.1f}]"
+
+
 def to_markdown(table, resamples=RESAMPLES):
     header = ["comparison", "task", "model", "init", "token map", "data", "metric", "seeds", "a", "b", "a − b",
               "seed 95% interval", "p", "test 95% interval"]
     lines = [NOTE.format(resamples=resamples), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table.itertuples(index=False):
-        seed = "" if pd.isna(r.seed_low) else f"[{r.seed_low:.1f}, {r.seed_high:.1f}]"
+        seed, test = interval(r.seed_low, r.seed_high), interval(r.test_low, r.test_high)
         p = "" if pd.isna(r.p_value) else f"{r.p_value:.3g}"
-        test = "" if pd.isna(r.test_low) else f"[{r.test_low:.1f}, {r.test_high:.1f}]"
         lines.append(f"| {r.comparison} | {r.task} | {r.model} | {r.init} | {r.token_map} | {r.fraction} | {r.metric} "
                      f"| {r.seeds} | {r.a:.1f} | {r.b:.1f} | {r.diff:+.1f} | {seed} | {p} | {test} |")
     return "\n".join(lines) + "\n"
@@ -152,8 +156,7 @@ def to_latex(table, resamples=RESAMPLES):
              r"comparison & task & model & init & token map & seeds & a & b & $a-b$ & seeds 95\% & test 95\% \\",
              r"\hline"]
     for r in table.itertuples(index=False):
-        seed = "" if pd.isna(r.seed_low) else f"[{r.seed_low:.1f}, {r.seed_high:.1f}]"
-        test = "" if pd.isna(r.test_low) else f"[{r.test_low:.1f}, {r.test_high:.1f}]"
+        seed, test = interval(r.seed_low, r.seed_high), interval(r.test_low, r.test_high)
         cells = [r.comparison, r.task, r.model, r.init, r.token_map, r.seeds, f"{r.a:.1f}", f"{r.b:.1f}",
                  f"{r.diff:+.1f}", seed, test]
         lines.append(" & ".join(escape(c) for c in cells) + r" \\")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .comparisons import interval
+
 SHOWN_COMPARISONS = 8  # rows of comparisons.csv on the console; the file has them all
 
 FAILED_RULE = re.compile(r"^Error in rule (\S+):$")
@@ -68,9 +70,8 @@ def summary_lines(results, logs):
     if (tables / "comparisons.csv").is_file():
         comparisons = pd.read_csv(tables / "comparisons.csv")
         for row in comparisons.head(SHOWN_COMPARISONS).itertuples(index=False):
-            seeds = f"seeds [{row.seed_low:+.1f}, {row.seed_high:+.1f}]" if pd.notna(row.seed_low) else ""
-            test = f"test [{row.test_low:+.1f}, {row.test_high:+.1f}]" if pd.notna(row.test_low) else ""
-            intervals = ", ".join(filter(None, [seeds, test]))
+            seeds, test = interval(row.seed_low, row.seed_high, "+"), interval(row.test_low, row.test_high, "+")
+            intervals = ", ".join(f"{name} {text}" for name, text in (("seeds", seeds), ("test", test)) if text)
             lines.append(f"crossdisc: {row.comparison}, {row.task} ({row.model}): {row.diff:+.1f} points {row.metric}, "
                          f"{row.seeds} seed{'s' if row.seeds > 1 else ''}" + (f"; 95% {intervals}" if intervals else ""))
         if len(comparisons) > SHOWN_COMPARISONS:
