@@ -43,7 +43,8 @@ def contender(name, args, queue):
     from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
     from crossdisc.models import load_tokenizer
-    from crossdisc.pretrain import collate, pretraining_loss, pretraining_model
+    from crossdisc.pretrain import pretraining_loss, pretraining_model
+    from crossdisc.pretrain_data import collate
 
     from crossdisc.training import autocast_for
 

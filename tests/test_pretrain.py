@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import ARCH, PRETRAIN_HP, prepared_corpus
 
-from crossdisc import pretrain
+from crossdisc import pretrain, pretrain_data
 from crossdisc.corpus import Documents
 from crossdisc.errors import InputError
 from crossdisc.models import build_classifier
@@ -36,13 +36,13 @@ def sentences_of(segment):
 def test_documents_are_cut_into_chunks_that_fill_a_sequence():
     documents = numbered_documents(3, 10)
     # [CLS] A [SEP] B [SEP] in 15 tokens: 12 for the segments, three sentences a chunk
-    chunks = pretrain.document_chunks(documents, 15, seed=1, short_seq_probability=0.0)
+    chunks = pretrain_data.document_chunks(documents, 15, seed=1, short_seq_probability=0.0)
     expected = [(d, 10 * d + first, 10 * d + end, 12) for d in range(3) for first, end in ((0, 3), (3, 6), (6, 9), (9, 10))]
     assert [tuple(row) for row in chunks.tolist()] == expected
 
 
 def test_a_tenth_of_the_documents_get_a_shorter_target():
-    chunks = pretrain.document_chunks(numbered_documents(2000, 1), 15, seed=1, short_seq_probability=0.1)
+    chunks = pretrain_data.document_chunks(numbered_documents(2000, 1), 15, seed=1, short_seq_probability=0.1)
     short = chunks[:, 3] < 12  # a random target of 2..12 tokens is short 10 times in 11
     assert short.mean() == pytest.approx(0.1 * 10 / 11, abs=0.02)
     assert chunks[short, 3].min() >= 2
@@ -50,11 +50,11 @@ def test_a_tenth_of_the_documents_get_a_shorter_target():
 
 def test_pairs_are_the_next_sentences_half_the_time_and_another_documents_otherwise():
     documents = numbered_documents(20, 10)
-    chunks = pretrain.document_chunks(documents, 15, seed=1, short_seq_probability=0.0)
+    chunks = pretrain_data.document_chunks(documents, 15, seed=1, short_seq_probability=0.0)
     random_next = Counter()
     for draw in range(20):
         for index, (document, first, end, target) in enumerate(chunks.tolist()):
-            a, b, is_random_next = pretrain.sentence_pair(documents, (document, first, end, target), 15,
+            a, b, is_random_next = pretrain_data.sentence_pair(documents, (document, first, end, target), 15,
                                                           random.Random(f"{draw}/{index}"))
             a, b = sentences_of(a), sentences_of(b)
             in_chunk = [(document, s - 10 * document) for s in range(first, end)]
@@ -76,10 +76,10 @@ def test_pairs_of_real_text_are_cut_to_the_sequence_length(tmp_path, tiny_bert, 
     from crossdisc.corpus import read_documents
 
     documents = read_documents(prepared_corpus(tmp_path, tiny_bert), tokenizer)
-    chunks = pretrain.document_chunks(documents, 24, seed=1, short_seq_probability=0.1)
-    pairs = [pretrain.sentence_pair(documents, chunk, 24, random.Random(i)) for i, chunk in enumerate(chunks.tolist())]
+    chunks = pretrain_data.document_chunks(documents, 24, seed=1, short_seq_probability=0.1)
+    pairs = [pretrain_data.sentence_pair(documents, chunk, 24, random.Random(i)) for i, chunk in enumerate(chunks.tolist())]
     assert all(a and b and len(a) + len(b) <= 21 for a, b, _ in pairs)
-    ids, segments, labels = pretrain.collate(pairs, tokenizer)
+    ids, segments, labels = pretrain_data.collate(pairs, tokenizer)
     a, b, is_random_next = pairs[0]
     assert ids[0, : len(a) + len(b) + 3].tolist() == [101, *a, 102, *b, 102]
     assert segments[0].tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * (ids.shape[1] - len(a) - len(b) - 3)
@@ -90,17 +90,17 @@ def test_batches_switch_to_the_long_length_and_depend_on_the_step_alone():
     documents = numbered_documents(40, 12)
     hp = {**pretrain.DEFAULTS, "max_length": 11, "long_max_length": 27, "long_from_step": 6, "batch_size": 8,
           "short_seq_probability": 0.0}
-    batches = pretrain.Batches(documents, hp, seed=3)
+    batches = pretrain_data.Batches(documents, hp, seed=3)
     lengths = {step: max(len(a) + len(b) + 3 for a, b, _ in batches(step)) for step in range(12)}
     assert all(lengths[s] <= 11 for s in range(6)) and all(lengths[s] <= 27 for s in range(6, 12))
     assert min(lengths[s] for s in range(6, 12)) > 11
     # from step 6 on, the long phase's first epoch holds every chunk of its length once
-    chunks = pretrain.document_chunks(documents, 27, seed=3, short_seq_probability=hp["short_seq_probability"])
+    chunks = pretrain_data.document_chunks(documents, 27, seed=3, short_seq_probability=hp["short_seq_probability"])
     first_sentences = Counter()
     for step in range(6, 6 + -(-len(chunks) // 8)):
         first_sentences.update(sentences_of(a)[0] for a, _, _ in batches(step))
     assert first_sentences == Counter((d, s - 12 * d) for d, s, _, _ in chunks.tolist())
-    fresh = pretrain.Batches(documents, hp, seed=3)
+    fresh = pretrain_data.Batches(documents, hp, seed=3)
     assert fresh(9) == batches(9) and fresh(2) == batches(2)  # in any order, from any process
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import ARCH, PRETRAIN_HP, dna_token_file, prepared_corpus
 
-from crossdisc import finetune, pretrain, token_maps, tokens
+from crossdisc import finetune, pretrain, pretrain_data, token_maps, tokens
 from crossdisc.errors import InputError
 from crossdisc.models import build_classifier
 
@@ -295,7 +295,7 @@ def test_masking_follows_the_bert_recipe():
     ids = torch.full((200, 100), 5000)
     special = torch.zeros_like(ids, dtype=torch.bool)
     special[:, 0] = True
-    corrupted, chosen, targets = pretrain.mask_tokens(ids, special, 103, 30522, 0.15, torch.Generator().manual_seed(0))
+    corrupted, chosen, targets = pretrain_data.mask_tokens(ids, special, 103, 30522, 0.15, torch.Generator().manual_seed(0))
     assert not chosen[:, 0].any()
     assert chosen.float().mean().item() == pytest.approx(0.15 * 99 / 100, abs=0.01)
     masked = (corrupted[chosen] == 103).float().mean().item()
