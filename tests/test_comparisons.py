@@ -120,9 +120,10 @@ def test_the_reports_landing_page_is_valid_rst_with_the_comparisons_and_links(tm
     paths = [write_run(tmp_path, "e", "dna", "bert", init, 100, labels, preds)
              for init, preds in (("pretrained", labels), ("scratch", 1 - labels))]
     runs = aggregate.collect(paths)
-    rst = aggregate.overview_rst(comparisons.compare(runs, PAPER_CONTRASTS, resamples=50))
-    # the report appends a link target for each of its files; the page links three of them
-    targets = "\n".join(f".. _{name}: #" for name in ("results.html", "headline.png", "comparisons.md"))
+    rst = aggregate.overview_rst(comparisons.compare(runs, PAPER_CONTRASTS, resamples=50), runs)
+    # the report appends a link target for each of its files; the page links five of them
+    targets = "\n".join(f".. _{name}: #" for name in ("results.html", "headline.png", "comparisons.md", "data.md",
+                                                       "runtimes.md"))
     html = publish_parts(rst + "\n" + targets, writer="html", settings_overrides={"report_level": 2})["html_body"]
     assert html.count("<table") == 1 and "system-message" not in html
     assert "<td>+100.0</td>" in html and "pretrained vs scratch" in html

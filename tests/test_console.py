@@ -73,7 +73,7 @@ def test_a_finished_run_names_its_outputs_its_first_comparisons_and_the_preproce
         "2026-12-04 10:00:00,000 INFO dna: examples per split and label: {...}\n"
         "2026-12-04 10:00:00,001 WARNING dna: the dev split has 2 examples; its metrics move by 50 points per example\n")
     lines = console.summary_lines(tmp_path / "results", logs)
-    assert lines[0].startswith(f"crossdisc: tables in {tables}/ (results.md, comparisons.md)")
+    assert lines[0].startswith(f"crossdisc: tables in {tables}/ (results.md, comparisons.md, data.md, runtimes.md)")
     assert lines[1] == ("crossdisc: pretrained vs scratch, t0 (m): +12.5 points accuracy, 3 seeds; "
                         "95% seeds [+5.0, +20.0], test [+3.0, +22.0]")
     assert lines[2] == "crossdisc: pretrained vs scratch, t1 (m): +12.5 points accuracy, 1 seed; 95% test [+3.0, +22.0]"

@@ -1,5 +1,6 @@
 """The paper's figures laid out from config data: a sub-figure per row, a panel per task, curves that
-select runs like paper_rows; and without `paper_figures`, one figure of each kind over every run."""
+select runs like paper_rows; and without `paper_figures`, one figure of each kind over every run.
+Also the aggregation's other tables of the report: examples per split and label, and run times."""
 
 import json
 import re
@@ -8,8 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
-from crossdisc.aggregate import aggregate, collect, draw_figure, draw_headline, overview_figures, paper_figure, select
+from conftest import REPO, dna_token_file
+from crossdisc import tokens
+from crossdisc.aggregate import (aggregate, collect, data_summary, draw_figure, draw_headline, overview_figures,
+                                 paper_figure, runtime_summary, select)
+from crossdisc.preprocess import split_counts
 
 PAPER_FIGURES = {spec["name"]: spec for spec in yaml.safe_load((REPO / "config/paper.yaml").read_text())["paper_figures"]}
 
@@ -120,7 +124,7 @@ def test_aggregate_draws_each_paper_figure_to_the_files_named_after_it(runs, tmp
     out = tmp_path / "out"
     specs = [PAPER_FIGURES["appendix_figure3"], PAPER_FIGURES["appendix_figure4"]]
     files = [out / f"{spec['name']}.{suffix}" for spec in specs for suffix in ("png", "svg")]
-    aggregate(paths, [out / "results.csv"], paper_figures=specs, paper_figure_paths=files)
+    aggregate(paths, {"tables": [out / "results.csv"], "paper_figures": files}, {"paper_figures": specs})
     assert all(path.stat().st_size > 0 for path in files)
     assert "Appendix Figure 4: test performance" in (out / "appendix_figure4.svg").read_text()
     assert not (out / "loss_curves.png").exists()
@@ -133,3 +137,34 @@ def test_the_headline_figure_has_a_panel_per_experiment_and_a_bar_per_variant(ru
     assert {"table2", "figure4-dna-music", "pretrained", "scratch", "bert-base-paper@20000", "test metric (%)"} <= texts
     # two panels; table2 draws 2 tasks x 2 inits, the checkpoints 3 models on one task: 7 bars
     assert len(re.findall(r'<g id="patch_\d+">', (tmp_path / "headline.svg").read_text())) >= 7
+
+
+def test_the_data_table_counts_each_split_and_label_and_the_runtime_table_each_experiment(runs, tmp_path):
+    table, paths = runs
+    records = [{"id": f"r{i}", "split": split, "input_ids": [1, 5, 2], "group": f"r{i}", "label": label}
+               for i, (split, label) in enumerate([("train", 0)] * 3 + [("train", 1)] * 2 + [("dev", 1), ("test", 0)])]
+    tokens.write_token_file(tmp_path / "h3.parquet", records, {
+        "task": "h3", "kind": "classification", "label_names": ["no", "yes"],
+        "split_counts": split_counts(records, ["no", "yes"], "classification")})
+    data = data_summary([tmp_path / "h3.parquet", dna_token_file(tmp_path / "native.parquet", n=20)])
+    assert data.to_dict("records")[:2] == [{"task": "h3", "vocabulary": "h3", "label": "no", "train": 3, "dev": 0, "test": 1},
+                                           {"task": "h3", "vocabulary": "h3", "label": "yes", "train": 2, "dev": 1, "test": 0}]
+    # a token file without per-label counts (an earlier release's) gives its split sizes
+    assert data.to_dict("records")[2] == {"task": "dna", "vocabulary": "native", "label": "all", "train": 14, "dev": 3,
+                                          "test": 3}
+    times = runtime_summary(table)
+    assert times.to_dict("records") == [
+        {"experiment": "table2", "model": "bert-base-uncased", "runs": 8, "steps": 3.0, "seconds_per_run": 1.0,
+         "total_minutes": 0.1},
+        {"experiment": "figure4-dna-music", "model": "bert-base-paper@0", "runs": 1, "steps": 2.0,
+         "seconds_per_run": 1.0, "total_minutes": 0.0},
+        {"experiment": "figure4-dna-music", "model": "bert-base-paper@20000", "runs": 1, "steps": 2.0,
+         "seconds_per_run": 1.0, "total_minutes": 0.0},
+        {"experiment": "figure4-dna-music", "model": "bert-base-paper@1000000", "runs": 1, "steps": 2.0,
+         "seconds_per_run": 1.0, "total_minutes": 0.0}]
+    out = tmp_path / "out"
+    aggregate(paths, {"data_tables": [out / "data.md"], "runtime_tables": [out / "runtimes.csv"],
+                      "overview": [out / "overview.rst"]}, token_files=[tmp_path / "h3.parquet"])
+    assert "| h3 | h3 | yes | 2 | 1 | 0 |" in (out / "data.md").read_text()
+    assert "total_minutes" in (out / "runtimes.csv").read_text()
+    assert "Fine-tuning: 11 runs, 0.2 minutes of training in all" in (out / "overview.rst").read_text()

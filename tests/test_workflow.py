@@ -97,10 +97,20 @@ def test_the_paired_comparisons_pair_the_runs_seed_by_seed(finished_run):
     assert "| pretrained vs scratch | composer |" in (workdir / "results/tables/comparisons.md").read_text()
 
 
+def test_the_data_table_counts_the_examples_each_run_trained_and_was_tested_on(finished_run):
+    workdir, _ = finished_run
+    data = pd.read_csv(workdir / "results/tables/data.csv")
+    assert {"composer", "dna", "protein", "word-order"} <= set(data["task"])
+    assert (data[["train", "dev", "test"]].sum(axis=1) > 0).all()
+    runtimes = pd.read_csv(workdir / "results/tables/runtimes.csv")
+    cells = pd.read_csv(workdir / "results/tables/results.csv")
+    assert runtimes["runs"].sum() == cells["seeds"].sum() and runtimes["seconds_per_run"].notna().all()
+
+
 def test_a_finished_run_ends_on_where_its_results_are_and_its_first_comparisons(finished_run):
     workdir, _ = finished_run
     summary = [line for line in (workdir / "console.txt").read_text().splitlines() if line.startswith("crossdisc: ")]
-    assert summary[0].startswith(f"crossdisc: tables in {workdir}/results/tables/ (results.md, comparisons.md)")
+    assert summary[0].startswith(f"crossdisc: tables in {workdir}/results/tables/ (results.md, comparisons.md, data.md, runtimes.md)")
     assert any(line.startswith("crossdisc: pretrained vs scratch, word-order (tiny): ") for line in summary)
 
 
@@ -110,6 +120,7 @@ def test_the_report_holds_the_table_and_figures(finished_run):
     html = (workdir / "report.html").read_text(errors="replace")
     assert "results.csv" in html and "loss_curves.png" in html and "comparisons.csv" in html
     assert "crossdisc: results" in html and "Paired comparisons" in html and "results.html" in html  # opens on them
+    assert "data.csv" in html and "runtimes.csv" in html and "Fine-tuning: " in html
 
 
 def test_nothing_reruns_after_a_finished_run(finished_run):

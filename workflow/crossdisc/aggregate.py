@@ -20,6 +20,8 @@ from .comparisons import to_latex as comparisons_latex  # noqa: E402
 from .comparisons import to_markdown as comparisons_markdown  # noqa: E402
 from .files import atomic_path, write_text  # noqa: E402
 from .grid import PUBLISHED, RUN_KEYS  # noqa: E402
+from .tokens import SPLITS  # noqa: E402
+from .tokens import read_meta as read_token_meta  # noqa: E402
 
 RUN_KEYS = list(RUN_KEYS)
 CELL_KEYS = RUN_KEYS[:-1]
@@ -97,55 +99,95 @@ def to_markdown(cells):
     return "\n".join(lines) + "\n"
 
 
-def aggregate(metrics_paths, table_paths, loss_figure_paths=(), steps_figure_paths=(), paper_rows=(),
-              paper_table_paths=(), paper_figures=(), paper_figure_paths=(), missing=(), published=None,
-              comparisons=(), comparison_paths=(), searches=None, search_paths=(), search_figure_paths=(),
-              headline_figure_paths=(), headline=None, overview_path=None):
-    """Write the results table (.md, .csv) of the runs whose metrics.json are given; the paper's
-    tables (.md, .csv, .tex) of `paper_rows`; the overview figure of each kind (training loss, and
-    the metric against pre-training steps) to its paths; and each `paper_figures` entry to the
-    paper_figure_paths named after it (<name>.png, <name>.svg). `missing` lists each planned run
-    without metrics (its coordinates and `reason`: 'failed', 'not run'), for the paper tables'
-    notes; `published` the published numbers (default: read published.csv); `comparisons` the
-    config's contrasts, whose paired comparisons go to comparison_paths (.md, .csv, .tex);
-    `searches` the grid searches (Grid.searches), ranked to search_paths (.md, .csv) and drawn to the
-    search_figure_paths named search_<experiment>; the headline figure (every experiment's test
-    metric per task and variant) to headline_figure_paths. `headline` is {task: its headline
-    metric} (default: the metric each run recorded). `overview_path` receives the report's landing
-    page (reStructuredText): the first paired comparisons and links to the full tables."""
-    runs = collect(metrics_paths, headline)
+def aggregate(metrics_paths, outputs, settings=None, published=None, token_files=()):
+    """Write every output of the aggregation from the runs whose metrics.json are given.
+
+    `outputs` maps each kind of output to its paths (any kind may be absent): `tables` (the
+    results table, .md/.csv/.html), `paper_tables` (.md/.csv/.tex), `comparisons` (the paired
+    comparisons, .md/.csv/.tex), `search_tables` and `search_figures` (search_<experiment>.*),
+    `headline_figure`, `loss_figure` and `steps_figure` (one figure of each kind over every run),
+    `paper_figures` (<name>.png/.svg of each paper_figures entry), `data_tables` (examples per split
+    and label of each token file), `runtime_tables` (training time per experiment and model) and
+    `overview` (the report's landing page, reStructuredText).
+
+    `settings` holds the config's `paper_rows`, `paper_figures`, `comparisons`, `searches`
+    (Grid.searches), `headline` ({task: its headline metric}; default the metric each run
+    recorded) and `missing` (each planned run without metrics and why, for the paper tables'
+    notes). `published` is the paper's numbers (default: read published.csv); `token_files` the
+    runs' token files, whose metadata holds their split and label counts."""
+    settings = settings or {}
+    paths = lambda kind: list(outputs.get(kind, ()))  # noqa: E731
+    runs = collect(metrics_paths, settings.get("headline"))
     cells = summarise(runs)
     writers = {".csv": lambda c: c.to_csv(index=False), ".md": to_markdown, ".html": results_html}
-    for path in table_paths:
+    for path in paths("tables"):
         write_text(path, writers[Path(path).suffix](cells))
-    if paper_table_paths:
-        tables = paper_tables(runs, paper_rows, published, missing)
+    if paths("paper_tables"):
+        tables = paper_tables(runs, settings.get("paper_rows", ()), published, settings.get("missing", ()))
         writers = {".csv": lambda t: paper_tables_long(t).to_csv(index=False), ".md": paper_tables_markdown,
                    ".tex": paper_tables_latex}
-        for path in paper_table_paths:
+        for path in paths("paper_tables"):
             write_text(path, writers[Path(path).suffix](tables))
-    paired = compare(runs, comparisons) if comparison_paths or overview_path else None
-    if comparison_paths:
-        writers = {".csv": lambda t: t.to_csv(index=False), ".md": comparisons_markdown, ".tex": comparisons_latex}
-        for path in comparison_paths:
-            write_text(path, writers[Path(path).suffix](paired))
-    if overview_path:
-        write_text(overview_path, overview_rst(paired))
-    if searches:
+    paired = compare(runs, settings.get("comparisons", ())) if paths("comparisons") or paths("overview") else None
+    writers = {".csv": lambda t: t.to_csv(index=False), ".md": comparisons_markdown, ".tex": comparisons_latex}
+    for path in paths("comparisons"):
+        write_text(path, writers[Path(path).suffix](paired))
+    data, times = data_summary(token_files), runtime_summary(runs)
+    for kind, table in (("data_tables", data), ("runtime_tables", times)):
+        for path in paths(kind):
+            write_text(path, table.to_csv(index=False) if str(path).endswith(".csv") else plain_markdown(table))
+    for path in paths("overview"):
+        write_text(path, overview_rst(paired, runs))
+    if searches := settings.get("searches"):
         ranking = search_ranking(runs, searches)
-        for path in search_paths:
+        for path in paths("search_tables"):
             write_text(path, ranking.to_csv(index=False) if str(path).endswith(".csv") else search_markdown(ranking))
         for experiment in searches:
             draw_search(ranking[ranking["experiment"] == experiment],
-                        [p for p in search_figure_paths if Path(p).stem == f"search_{experiment}"])
-    if headline_figure_paths:
-        draw_headline(runs, headline_figure_paths)
+                        [p for p in paths("search_figures") if Path(p).stem == f"search_{experiment}"])
+    if paths("headline_figure"):
+        draw_headline(runs, paths("headline_figure"))
     overview = overview_figures(runs)
-    for kind, paths in (("loss", loss_figure_paths), ("steps", steps_figure_paths)):
-        if paths:
-            draw_figure(overview[kind], runs, paths)
-    for spec in paper_figures:
-        draw_figure(paper_figure(spec), runs, [p for p in paper_figure_paths if Path(p).stem == spec["name"]])
+    for kind in ("loss", "steps"):
+        if paths(f"{kind}_figure"):
+            draw_figure(overview[kind], runs, paths(f"{kind}_figure"))
+    for spec in settings.get("paper_figures", ()):
+        draw_figure(paper_figure(spec), runs, [p for p in paths("paper_figures") if Path(p).stem == spec["name"]])
+
+
+# ---- what was trained on, and for how long ---------------------------------------------------
+
+
+def data_summary(token_files):
+    """Examples per split and label of each token file (a row per task, vocabulary and label; a
+    vote task counts its pieces, a regression task its values under 'all'), from the counts
+    preprocessing recorded in the file's metadata."""
+    rows = []
+    for path in token_files:
+        meta = read_token_meta(path)
+        # a token file written before the per-label counts has its split sizes only
+        counts = meta.get("split_counts") or {split: {"all": size} for split, size in meta["split_sizes"].items()}
+        labels = list(dict.fromkeys(label for per_label in counts.values() for label in per_label))
+        for label in labels:
+            rows.append({"task": meta["task"], "vocabulary": Path(path).stem, "label": label,
+                         **{split: counts.get(split, {}).get(label, 0) for split in SPLITS}})
+    return pd.DataFrame(rows, columns=["task", "vocabulary", "label", *SPLITS])
+
+
+def runtime_summary(runs):
+    """Fine-tuning time per experiment and model: runs, mean optimiser steps and seconds per run,
+    and the total in minutes (with the number of runs, what a larger grid of the same runs costs)."""
+    grouped = runs.groupby(["experiment", "model"], sort=False)
+    table = grouped.agg(runs=("task", "size"), steps=("steps", "mean"), seconds_per_run=("train_seconds", "mean"),
+                        total_minutes=("train_seconds", lambda s: s.sum() / 60)).reset_index()
+    return table.round({"steps": 0, "seconds_per_run": 2, "total_minutes": 1})
+
+
+def plain_markdown(frame):
+    """A DataFrame as a Markdown table, numbers as they are."""
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
 
 
 # ---- the paper's tables -----------------------------------------------------------------------
@@ -445,14 +487,19 @@ def _list_table(title, header, rows):
     return "\n".join(lines) + "\n"
 
 
-def overview_rst(paired):
+def overview_rst(paired, runs=None):
     """The report's landing page, short (the report centres it beside the rule graph): what was run,
-    the first paired comparisons, and links to the full tables and the headline figure."""
+    the first paired comparisons, links to the full tables and the headline figure, and how long
+    fine-tuning took."""
     parts = ["crossdisc: results", "==================", "",
              "Text-pre-trained transformers fine-tuned on data whose tokens no longer mean what they meant in "
              "pre-training, against the same models trained from scratch (Kao & Lee, 2021). Every run's test "
              "metric: `results.html`_ (and the headline figure, `headline.png`_); every paired comparison: "
-             "`comparisons.md`_; figures and tables as files under Results and Figures.", ""]
+             "`comparisons.md`_; examples per split and label: `data.md`_; figures and tables as files under "
+             "Results and Figures.", ""]
+    if runs is not None and len(runs):
+        parts += [f"Fine-tuning: {len(runs)} runs, {runs['train_seconds'].sum() / 60:.1f} minutes of training "
+                  "in all (per experiment and model: `runtimes.md`_).", ""]
     if paired is not None and len(paired):
         rows = [[r.comparison, r.task, r.model, r.seeds, f"{r.diff:+.1f}", interval(r.seed_low, r.seed_high),
                  interval(r.test_low, r.test_high)] for r in paired.head(LANDING_COMPARISONS).itertuples(index=False)]

@@ -65,7 +65,7 @@ def summary_lines(results, logs):
     tables, figures = Path(results) / "tables", Path(results) / "figures"
     if not (tables / "results.md").is_file():
         return []
-    lines = [f"crossdisc: tables in {tables}/ (results.md, comparisons.md), figures in {figures}/; "
+    lines = [f"crossdisc: tables in {tables}/ (results.md, comparisons.md, data.md, runtimes.md), figures in {figures}/; "
              f"the HTML report: snakemake --report {results}/report.html"]
     if (tables / "comparisons.csv").is_file():
         comparisons = pd.read_csv(tables / "comparisons.csv")

@@ -8,12 +8,16 @@ rule aggregate:
         metrics=aggregated_metrics,
         # the paper's numbers: a correction to one re-aggregates
         published=[str(PUBLISHED)] if config["paper_rows"] else [],
+        # their metadata counts each task's examples per split and label
+        tokens=aggregated_token_files,
     output:
         tables=[
             report(f"{PATHS.tables}/results.md", caption="../report/results_table.rst", category="Results"),
             report(f"{PATHS.tables}/results.csv", caption="../report/results_table.rst", category="Results"),
             report(f"{PATHS.tables}/results.html", caption="../report/results_table.rst", category="Results"),
         ],
+        data_tables=results_table_files("data", "data_table"),
+        runtime_tables=results_table_files("runtimes", "runtime_table"),
         paper_tables=paper_table_files(),
         comparisons=comparison_table_files(),
         search_tables=search_table_files(),

@@ -100,10 +100,19 @@ def finished(run):
     return os.path.exists(f"{grid.run_dir(run)}/metrics.json")
 
 
+def aggregated_runs():
+    """Every run; with `partial_results`, the runs that have finished."""
+    return [run for run in grid.runs if finished(run)] if config["partial_results"] else grid.runs
+
+
 def aggregated_metrics(wildcards):
-    """Every run's metrics; with `partial_results`, those of the runs that have finished."""
-    runs = [run for run in grid.runs if finished(run)] if config["partial_results"] else grid.runs
-    return [f"{grid.run_dir(run)}/metrics.json" for run in runs]
+    return [f"{grid.run_dir(run)}/metrics.json" for run in aggregated_runs()]
+
+
+def aggregated_token_files(wildcards):
+    """The token files the aggregated runs trained on (their metadata counts examples per split)."""
+    files = [grid.tokens_file(run["task"], grid.vocabulary_of(run["model"])) for run in aggregated_runs()]
+    return list(dict.fromkeys(files))
 
 
 def missing_runs(wildcards):
@@ -143,6 +152,13 @@ def paper_table_files():
         path if path.endswith(".tex") else report(path, caption=caption, category="Results")
         for path in grid.paper_table_paths()
     ]
+
+
+def results_table_files(name, caption):
+    """A table of the results (.md and .csv) in the report under Results."""
+    caption = f"../report/{caption}.rst"
+    paths = [f"{PATHS.tables}/{name}.{ext}" for ext in ("md", "csv")]
+    return [report(path, caption=caption, category="Results") for path in paths]
 
 
 def comparison_table_files():

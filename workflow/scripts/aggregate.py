@@ -8,12 +8,10 @@ from crossdisc.aggregate import aggregate, read_published
 # everything printed goes to the job's log, a failure's traceback too (its last line is the error)
 with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # noqa: F821
     try:
-        inputs, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+        inputs = snakemake.input  # noqa: F821
         published = read_published(inputs.published[0]) if inputs.published else None
-        aggregate(inputs.metrics, out.tables, out.loss_figure, out.steps_figure, params.paper_rows,
-                  out.paper_tables, params.paper_figures, out.paper_figures, params.missing, published,
-                  params.comparisons, out.comparisons, params.searches, out.search_tables, out.search_figures,
-                  out.headline_figure, params.headline, out.overview)
+        outputs = {name: [path] if isinstance(path, str) else list(path) for name, path in snakemake.output.items()}  # noqa: F821
+        aggregate(inputs.metrics, outputs, dict(snakemake.params.items()), published, inputs.tokens)  # noqa: F821
     except Exception:
         traceback.print_exc()
         raise
