@@ -1,7 +1,11 @@
 """The end of a run on the console: a failed step's one-line error, read from Snakemake's log and the
 step's own; a finished run's summary."""
 
+import functools
+import hashlib
+import http.server
 import subprocess
+import threading
 
 import pandas as pd
 import yaml
@@ -58,6 +62,35 @@ def test_a_bad_input_ends_the_console_with_the_steps_one_line(tmp_path, tiny_ber
         f"crossdisc preprocess: error: {tmp_path}/results/raw/mine/data.tsv: line 1: missing column(s) ['label'] "
         "(the file has ['text', 'lab'])")
     assert "Traceback" not in result.stderr
+
+
+def test_a_download_whose_checksum_differs_ends_the_console_with_the_steps_one_line(tmp_path, tiny_bert):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "data.tsv").write_text("text\tlabel\nhello world\t1\n")
+    expected = hashlib.sha256(b"the file as it was when the config was written").hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/data.tsv"
+    config = {"results": str(tmp_path / "results"),
+              "sources": {"mine": {"type": "url", "files": [{"url": url, "sha256": expected}]}},
+              "models": {"tiny": {"source": "local", "path": str(tiny_bert)}},
+              "tasks": {"mine": {"source": "mine", "reader": "text-table", "file": "data.tsv", "text_columns": ["text"],
+                                 "label_column": "label", "kind": "classification", "metric": "accuracy"}},
+              "experiments": {"mine": {"tasks": ["mine"], "models": ["tiny"], "token_maps": ["identity"]}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    try:
+        result = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                                 "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"],
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        httpd.shutdown()
+    actual = hashlib.sha256((served / "data.tsv").read_bytes()).hexdigest()
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"crossdisc download: error: {url}: sha256 mismatch: expected {expected}, got {actual}")
+    assert "Traceback" not in result.stderr and not (tmp_path / "results" / "raw" / "mine").exists()
 
 
 def test_a_finished_run_names_its_outputs_its_first_comparisons_and_the_preprocessing_warnings(tmp_path):
