@@ -46,7 +46,7 @@ def test_each_failed_steps_last_log_line_is_reported_once(tmp_path):
         f"crossdisc: rule download failed ({download_log}): KeyError: 'files'"]
 
 
-def test_a_bad_input_ends_the_console_with_the_steps_one_line(tmp_path, tiny_bert):
+def test_a_bad_input_ends_the_console_with_the_steps_one_line_naming_the_users_file(tmp_path, tiny_bert):
     (tmp_path / "data.tsv").write_text("text\tlab\nhello world\t1\n")  # no `label` column
     config = {"results": str(tmp_path / "results"),
               "sources": {"mine": {"type": "url", "files": [{"url": (tmp_path / "data.tsv").as_uri()}]}},
@@ -59,7 +59,7 @@ def test_a_bad_input_ends_the_console_with_the_steps_one_line(tmp_path, tiny_ber
                              str(tmp_path / "config.yaml"), "--cores", "1"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"crossdisc preprocess: error: {tmp_path}/results/raw/mine/data.tsv: line 1: missing column(s) ['label'] "
+        f"crossdisc preprocess: error: {tmp_path}/data.tsv: line 1: missing column(s) ['label'] "
         "(the file has ['text', 'lab'])")
     assert "Traceback" not in result.stderr
 

@@ -295,6 +295,17 @@ def test_a_users_own_file_is_never_held_to_a_recorded_checksum(tmp_path):
     assert (tmp_path / "raw" / "b" / "data.tsv").read_text().endswith("edited\t1\n") and not lock.exists()
 
 
+def test_the_copy_of_a_users_file_leads_back_to_it_and_a_downloaded_file_to_itself(server, tmp_path):
+    mine = tmp_path / "mine.tsv"
+    mine.write_text("text\tlabel\n")
+    raw = tmp_path / "raw"
+    download.build_source({"type": "url", "files": [{"url": mine.as_uri(), "name": "data.tsv"},
+                                                    {"url": server, "sha256": SHA}]}, raw)
+    assert download.user_path(raw, raw / "data.tsv") == str(mine)
+    assert download.user_path(raw, raw / "data.txt") == str(raw / "data.txt")
+    assert download.user_path(tmp_path, tmp_path / "x.tsv") == str(tmp_path / "x.tsv")  # a source without local files
+
+
 def test_a_missing_local_file_fails_at_once_naming_it(tmp_path):
     started = time.monotonic()
     with pytest.raises(InputError, match=f"^{tmp_path}/gone.tsv: no such file$"):

@@ -88,8 +88,12 @@ def run(args):
         from .models import fetch_model
         fetch_model(args.spec, args.out)
     elif args.command == "preprocess":
+        from .download import user_path
         from .preprocess import preprocess
-        preprocess(args.task, args.spec, args.raw, args.out, args.tokenizer)
+        try:
+            preprocess(args.task, args.spec, args.raw, args.out, args.tokenizer)
+        except InputError as err:  # name the user's file, not the pipeline's copy of it
+            raise InputError(user_path(args.raw, err.path), err.problem, err.record) from None
     elif args.command == "token-map":
         from . import token_maps, tokens
         from .models import load_tokenizer

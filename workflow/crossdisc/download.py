@@ -10,6 +10,7 @@ recorded in a lock file, and must match it afterwards. Archives can be extracted
 
 import fcntl
 import gzip
+import json
 import http.client
 import os
 import logging
@@ -130,6 +131,7 @@ def fetch_url(url, dest, sha256=None, retries=4, backoff=1.0, timeout=60, record
 
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+ORIGINS = "ORIGINS.json"  # {file of the source directory: the user's file it copies}
 
 
 def _member_target(archive, out, name):
@@ -220,12 +222,14 @@ class ChecksumLock:
 def _url_files(spec, out, lock=None):
     """Download each file; with `extract`, archives are also extracted beside it. A remote file
     without a sha256 in the config is checked against `lock` (a ChecksumLock), which records it the
-    first time. A local (file://) file is the user's to edit: the lock leaves it alone."""
+    first time. A local (file://) file is the user's to edit: the lock leaves it alone, and ORIGINS
+    records where its copy came from, so that an error in it names the user's file (user_path)."""
+    origins = {}
     for entry in spec["files"]:
         name = entry.get("name") or entry["url"].rsplit("/", 1)[-1]
         url, expected, recorded_in = entry["url"], entry.get("sha256"), None
-        if local_path(url) is not None:
-            lock = None
+        if (origin := local_path(url)) is not None:
+            lock, origins[name] = None, str(origin)
         if not expected and lock is not None:
             expected = lock.recorded(url)
             recorded_in = lock.path if expected else None
@@ -236,6 +240,16 @@ def _url_files(spec, out, lock=None):
             lock.record(url, digest)
         if spec.get("extract") and name.endswith(ARCHIVE_SUFFIXES):
             extract_archive(out / name, out)
+    if origins:
+        (out / ORIGINS).write_text(json.dumps(origins, indent=1) + "\n")
+
+
+def user_path(raw_dir, path):
+    """The user's own file that `path`, a file of the raw source directory raw_dir, is a copy of
+    (a `file://` source), else `path` itself."""
+    origins = Path(raw_dir) / ORIGINS
+    relative = os.path.relpath(path, raw_dir)
+    return json.loads(origins.read_text()).get(relative, str(path)) if origins.is_file() else str(path)
 
 
 def _python_docs(spec, out):
