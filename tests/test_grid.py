@@ -294,7 +294,7 @@ def test_training_resources_scale_with_the_attempt_and_a_cpu_run_asks_for_no_gpu
 
 def test_a_series_on_one_process_asks_for_one_gpu_and_runs_crossdisc_itself(config):
     grid = Grid(config)
-    assert grid.pretrain_resources("mini-bert") == {"gpu": 1, "nodes": None, "tasks": None, "tasks_per_gpu": None,
+    assert grid.pretrain_resources("mini-bert") == {"gpu": 1, "nodes": None, "tasks": None, "tasks_per_gpu": 0,
                                                     "gres": None, "mpi": None}
     assert grid.pretrain_launcher("mini-bert", threads=1) == "crossdisc"
 
@@ -326,7 +326,7 @@ def test_a_series_on_several_nodes_asks_slurm_for_a_task_and_the_gpus_of_each_no
     assert grid.pretrain_resources("mini-bert") == {"gpu": None, "nodes": 2, "tasks": 2, "tasks_per_gpu": 0,
                                                     "gres": "gpu:2", "mpi": "srun"}
     launcher = grid.pretrain_launcher("mini-bert", threads=4)
-    assert launcher.startswith("OMP_NUM_THREADS=2 srun --kill-on-bad-exit 1 --ntasks 2 --cpus-per-task 4 --gres gpu:2 "
+    assert launcher.startswith("OMP_NUM_THREADS=2 srun --kill-on-bad-exit=1 --ntasks 2 --cpus-per-task 4 --gres gpu:2 "
                                "torchrun --nproc-per-node 2 --nnodes 2 --rdzv-backend c10d --rdzv-id $SLURM_JOB_ID ")
     assert launcher.endswith(" -m crossdisc")
 

@@ -3,6 +3,7 @@ the CPU (gloo): the process group, each process's device and its rows of the ste
 started without torchrun is a world of one, and nothing here changes what it does."""
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -52,7 +53,10 @@ def start(device):
         dist.init_process_group("nccl", device_id=device)
     else:
         dist.init_process_group("gloo")
-    return Ranks(dist.get_rank(), size), device
+    ranks = Ranks(dist.get_rank(), size)
+    if ranks.main:
+        print(f"data-parallel on {size} processes ({dist.get_backend()})", file=sys.stderr)
+    return ranks, device
 
 
 def finish():

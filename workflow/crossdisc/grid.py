@@ -173,13 +173,14 @@ class Grid:
         `--resources gpu=N` and asked of SLURM as --gpus, where the plugin runs the job's command once
         (one task), on all of them. On several nodes (SLURM): one task per node and the node's GPUs
         (gres), and the plugin's `mpi`, under which it runs the command without srun, so that the
-        command's own srun starts a torchrun on every node (pretrain_launcher); tasks_per_gpu 0 keeps
-        the plugin from deriving --ntasks-per-gpu from `tasks`."""
+        command's own srun starts a torchrun on every node (pretrain_launcher). tasks_per_gpu 0: never
+        a task per GPU (--ntasks-per-gpu, which the plugin derives from `tasks`, and before 2.7.1
+        set to 1 for every GPU job)."""
         spec = self.config["pretrain"][name]
         gpus = 0 if self.config["device"] == "cpu" else spec["gpus"]
         if spec["nodes"] == 1:
-            return {"gpu": gpus, "nodes": None, "tasks": None, "tasks_per_gpu": None, "gres": None, "mpi": None}
-        return {"gpu": None, "nodes": spec["nodes"], "tasks": spec["nodes"], "tasks_per_gpu": 0 if gpus else None,
+            return {"gpu": gpus, "nodes": None, "tasks": None, "tasks_per_gpu": 0, "gres": None, "mpi": None}
+        return {"gpu": None, "nodes": spec["nodes"], "tasks": spec["nodes"], "tasks_per_gpu": 0,
                 "gres": f"gpu:{gpus}" if gpus else None, "mpi": "srun"}
 
     def pretrain_launcher(self, name, threads):
@@ -200,7 +201,7 @@ class Grid:
             claim = f"crossdisc claim-gpus {gpus} " if on_gpu else ""
             return f"{threads_each} {claim}{torchrun} --standalone -m crossdisc"
         gres = f" --gres gpu:{gpus}" if on_gpu else ""
-        return (f"{threads_each} srun --kill-on-bad-exit 1 --ntasks {nodes} --cpus-per-task {threads}{gres} "
+        return (f"{threads_each} srun --kill-on-bad-exit=1 --ntasks {nodes} --cpus-per-task {threads}{gres} "
                 f"{torchrun} --nnodes {nodes} --rdzv-backend c10d --rdzv-id $SLURM_JOB_ID "
                 f'--rdzv-endpoint "$(hostname)":$((29500 + SLURM_JOB_ID % 1000)) -m crossdisc')
 

@@ -111,8 +111,8 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     step_loss = PretrainingLoss(model)
-    if ranks.size > 1:  # averages the processes' gradients in the backward pass
-        step_loss = DistributedDataParallel(step_loss, broadcast_buffers=False)
+    if ranks.size > 1:  # averages the processes' gradients in the backward pass (the buffers are constants)
+        step_loss = DistributedDataParallel(step_loss, forward_sync_buffers=False)
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
