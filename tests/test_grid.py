@@ -292,6 +292,57 @@ def test_training_resources_scale_with_the_attempt_and_a_cpu_run_asks_for_no_gpu
     assert Grid({**config, "device": "cpu"}).train_gpus() == 0
 
 
+def test_a_series_on_one_process_asks_for_one_gpu_and_runs_crossdisc_itself(config):
+    grid = Grid(config)
+    assert grid.pretrain_resources("mini-bert") == {"gpu": 1, "nodes": None, "tasks": None, "tasks_per_gpu": 0,
+                                                    "gres": None, "mpi": None}
+    assert grid.pretrain_launcher("mini-bert", threads=1) == "crossdisc"
+
+
+def test_a_series_on_several_gpus_of_one_node_claims_them_all_for_one_torchrun(config):
+    config["resources"] = {"train_threads": 2}
+    config["pretrain"]["mini-bert"]["gpus"] = 4
+    grid = Grid(config)
+    # one task: the SLURM plugin runs the command once, with the job's 4 GPUs (--gpus=4)
+    assert grid.pretrain_resources("mini-bert")["gpu"] == 4 and grid.pretrain_threads("mini-bert") == 8
+    assert grid.pretrain_resources("mini-bert")["tasks"] is None
+    assert grid.pretrain_launcher("mini-bert", threads=8) == (
+        "OMP_NUM_THREADS=2 crossdisc claim-gpus 4 torchrun --nproc-per-node 4 --standalone -m crossdisc")
+
+
+def test_processes_on_the_cpu_ask_for_no_gpu_and_claim_none(config):
+    config["device"] = "cpu"
+    config["pretrain"]["mini-bert"]["gpus"] = 2
+    grid = Grid(config)
+    assert grid.pretrain_resources("mini-bert")["gpu"] == 0
+    assert grid.pretrain_launcher("mini-bert", threads=2) == (
+        "OMP_NUM_THREADS=1 torchrun --nproc-per-node 2 --standalone -m crossdisc")
+
+
+def test_a_series_on_several_nodes_asks_slurm_for_a_task_and_the_gpus_of_each_node(config):
+    config["pretrain"]["mini-bert"].update(gpus=2, nodes=2)
+    grid = Grid(config)
+    # sbatch --nodes=2 --ntasks=2 --gres=gpu:2, and the command runs once, without srun (mpi)
+    assert grid.pretrain_resources("mini-bert") == {"gpu": None, "nodes": 2, "tasks": 2, "tasks_per_gpu": 0,
+                                                    "gres": "gpu:2", "mpi": "srun"}
+    launcher = grid.pretrain_launcher("mini-bert", threads=4)
+    assert launcher.startswith("OMP_NUM_THREADS=2 srun --kill-on-bad-exit=1 --ntasks 2 --cpus-per-task 4 --gres gpu:2 "
+                               "torchrun --nproc-per-node 2 --nnodes 2 --rdzv-backend c10d --rdzv-id $SLURM_JOB_ID ")
+    assert launcher.endswith(" -m crossdisc")
+
+
+def test_a_series_processes_are_not_part_of_what_it_trains(config):
+    before = Grid(copy.deepcopy(config)).pretrain_spec("mini-bert")
+    config["pretrain"]["mini-bert"].update(gpus=2, nodes=2)
+    assert Grid(config).pretrain_spec("mini-bert") == before  # so changing them retrains nothing
+
+
+def test_the_processes_of_a_series_must_divide_its_batch(config):
+    config["pretrain"]["mini-bert"]["gpus"] = 3
+    assert error_of(config) == ("config: pretrain.mini-bert.gpus: 3 processes (gpus x nodes) do not divide "
+                                "training.batch_size 4: each trains on an equal share")
+
+
 def test_snakemake_ends_on_the_config_errors_one_line(tmp_path):
     config = tiny_config(tmp_path / "results", tmp_path / "tiny")
     config["experiments"]["steps"]["tasks"] = ["rna"]

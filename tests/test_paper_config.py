@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, plan
+from conftest import REPO, plan, snakemake, write_config
 from crossdisc.aggregate import PUBLISHED_SPLITS, read_published, select
 from crossdisc.grid import Grid
 
@@ -149,3 +149,19 @@ def test_every_curve_of_the_papers_figures_draws_planned_runs_on_every_task_of_i
                     assert not chosen.empty, f"{spec['name']} {task}: curve '{curve['label']}' selects no planned run"
                     if "pretrain" in curve:  # every checkpoint of the series, 0 to 1M steps
                         assert chosen["model"].nunique() == len(config["pretrain"][curve["pretrain"]]["steps"])
+
+
+def test_a_paper_series_on_8_gpus_plans_one_torchrun_job_per_checkpoint_that_asks_for_them(config, tmp_path):
+    config = copy.deepcopy(config)
+    series = config["pretrain"]["bert-base-paper"]
+    series["gpus"] = 8  # as the comment in config/paper.yaml offers
+    targets = [f"{config['results']}/pretrain/bert-base-paper/step-{step}" for step in series["steps"]]
+    output = snakemake(tmp_path, write_config(tmp_path / "paper-8-gpus.yaml", config), "--dry-run", "--printshellcmds",
+                       "--cores", "32", *targets).stdout
+    jobs = output.split("rule pretrain:")[1:]
+    assert len(jobs) == len(series["steps"])
+    for job in jobs:
+        resources = next(line for line in job.splitlines() if line.strip().startswith("resources:"))
+        assert "gpu=8," in resources and "tasks=" not in resources and "mpi=" not in resources
+        # 4 threads (resources.train_threads) for each of the 8 processes
+        assert "OMP_NUM_THREADS=4 crossdisc claim-gpus 8 torchrun --nproc-per-node 8 --standalone -m crossdisc pretrain " in job

@@ -64,11 +64,14 @@ def cluster(tmp_path_factory):
 def snakemake_on_slurm(workdir, configfile, *args, limit_s=300):
     """profiles/slurm as it is, but for this cluster: two cores per job, job states from squeue (there
     is no accounting database for sacct) and fast polling; under SIGKILL, which a stuck status
-    poll still obeys."""
+    poll still obeys. The pre-training series runs on 2 nodes (embedded_default): SLURM jobs of 2
+    tasks, placed here on the one node there is (nodes=1; --set-resources replaces the profile's,
+    so its partitions are repeated)."""
     return ["timeout", "-s", "KILL", str(limit_s), "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
             "--configfile", str(configfile), "--profile", str(REPO / "profiles/slurm"), "--cores", "2",
             "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-            "--seconds-between-status-checks", "2", *args]
+            "--seconds-between-status-checks", "2", "--set-resources", "pretrain:nodes=1",
+            "pretrain:slurm_partition=gpu", "finetune:slurm_partition=gpu", *args]
 
 
 def resume_run(seed):
@@ -78,8 +81,8 @@ def resume_run(seed):
 def embedded_default(results):
     """config/config.yaml with every rule and edge of its DAG and less work: fine-tuning runs of 8
     steps, one seed per experiment (each SLURM job costs seconds of Snakemake start-up, and two cores
-    run two at a time), pre-training checkpoints at 10 and 20 steps; plus the runs that the test
-    interrupts."""
+    run two at a time), pre-training checkpoints at 10 and 20 steps, each trained by 2 processes in
+    2 SLURM tasks; plus the runs that the test interrupts."""
     text = (REPO / "config/config.yaml").read_text()
     for long, short in SHORTER_PRETRAINING.items():
         text = text.replace(long, short)
@@ -87,6 +90,7 @@ def embedded_default(results):
     config["results"] = str(results)
     config["pretrain"]["small-bert"]["steps"] = [0, 10, 20]
     config["pretrain"]["small-bert"]["training"]["long_from_step"] = 18  # the last 10%, as the default's
+    config["pretrain"]["small-bert"].update(nodes=2, gpus=1)  # a torchrun on each of 2 nodes: 2 tasks
     for block in [config, *config["tasks"].values(), *config["experiments"].values()]:
         if "max_steps" in block.get("training", {}):
             block["training"]["max_steps"] = 8
@@ -179,6 +183,14 @@ def test_every_run_of_the_embedded_default_finishes_on_slurm_with_sane_results(s
     assert "Group job prepare" in output  # preprocessing and token maps went as group jobs
     for rule in ("download", "fetch_model", "aggregate"):  # local rules: not submitted
         assert f"localrule {rule}:" in output
+
+
+def test_a_pretraining_job_of_two_tasks_trains_on_two_processes(slurm_run):
+    workdir, _, output, _ = slurm_run
+    for step in (10, 20):
+        log = (workdir / f"results/logs/pretrain/small-bert/step-{step}.log").read_text()
+        assert "data-parallel on 2 processes (gloo)" in log  # one torchrun in each of the job's 2 tasks
+        assert (workdir / f"results/pretrain/small-bert/step-{step}/model.safetensors").exists()
 
 
 def test_a_requeued_training_job_resumes_from_its_saved_state(slurm_run):

@@ -6,6 +6,7 @@ JSON arguments take the config block of the thing being built (a source, a task,
 import argparse
 import json
 import logging
+import os
 import sys
 
 from .errors import ConfigError, InputError
@@ -60,6 +61,12 @@ def _commands():
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("claim-gpus", help="run a command (torchrun) on GPUs that no other training job holds")
+    p.add_argument("count", type=int, help="GPUs to claim, all at once")
+    p.add_argument("--device", default="auto", help="cpu: claim none")
+    p.add_argument("program", nargs=argparse.REMAINDER, help="the command, which runs with CUDA_VISIBLE_DEVICES "
+                                                             "narrowed to the claimed GPUs and holds them until it ends")
+
     p = sub.add_parser("finetune", help="fine-tune one model on one task")
     p.add_argument("--tokens", required=True, help="the task's token file (crossdisc preprocess)")
     p.add_argument("--token-map", required=True, help="the table from the task's ids to the model's (crossdisc token-map)")
@@ -79,8 +86,12 @@ def _commands():
 
 def run(args):
     if args.command in ("pretrain", "finetune"):
-        from .gpu_slots import pin_free_gpu
-        pin_free_gpu(args.device)  # before anything initialises CUDA
+        from .gpu_slots import pin_free_gpus
+        pin_free_gpus(args.device)  # before anything initialises CUDA
+    if args.command == "claim-gpus":
+        from .gpu_slots import pin_free_gpus
+        pin_free_gpus(args.device, args.count)
+        os.execvp(args.program[0], args.program)  # the program inherits the claim (the locks' descriptors)
     if args.command == "download":
         from .download import build_source
         build_source(args.spec, args.out, args.checksum_lock)

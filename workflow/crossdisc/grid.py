@@ -163,6 +163,48 @@ class Grid:
         at once and each job takes a GPU of its own (gpu_slots.py); SLURM gets it as --gpus."""
         return 0 if self.config["device"] == "cpu" else 1
 
+    def pretrain_threads(self, name):
+        """train_threads for each of a pre-training job's processes on a node."""
+        return self.config["resources"]["train_threads"] * self.config["pretrain"][name]["gpus"]
+
+    def pretrain_resources(self, name):
+        """What a checkpoint job of series `name` asks for, in the resources of Snakemake and its
+        SLURM executor plugin (a None is left out). On one node: `gpu` GPUs, counted locally by
+        `--resources gpu=N` and asked of SLURM as --gpus, where the plugin runs the job's command once
+        (one task), on all of them. On several nodes (SLURM): one task per node and the node's GPUs
+        (gres), and the plugin's `mpi`, under which it runs the command without srun, so that the
+        command's own srun starts a torchrun on every node (pretrain_launcher). tasks_per_gpu 0: never
+        a task per GPU (--ntasks-per-gpu, which the plugin derives from `tasks`, and before 2.7.1
+        set to 1 for every GPU job)."""
+        spec = self.config["pretrain"][name]
+        gpus = 0 if self.config["device"] == "cpu" else spec["gpus"]
+        if spec["nodes"] == 1:
+            return {"gpu": gpus, "nodes": None, "tasks": None, "tasks_per_gpu": 0, "gres": None, "mpi": None}
+        return {"gpu": None, "nodes": spec["nodes"], "tasks": spec["nodes"], "tasks_per_gpu": 0,
+                "gres": f"gpu:{gpus}" if gpus else None, "mpi": "srun"}
+
+    def pretrain_launcher(self, name, threads):
+        """The command that starts `crossdisc` (the stage's arguments follow) for a checkpoint job of
+        series `name` with `threads` cores per node: the command itself for one process; torchrun with
+        `gpus` processes on one node, on GPUs claimed all at once where no scheduler gave the job its
+        own (`crossdisc claim-gpus`); on several nodes, srun starting one torchrun per node (a task
+        of all the node's cores), which meet at a rendezvous on the node that runs the command, the
+        job's first, at a port of the job's id."""
+        spec = self.config["pretrain"][name]
+        gpus, nodes, on_gpu = spec["gpus"], spec["nodes"], self.config["device"] != "cpu"
+        if gpus * nodes == 1:
+            return "crossdisc"
+        # torchrun sets 1 thread per process where OMP_NUM_THREADS is unset; Snakemake sets the job's
+        threads_each = f"OMP_NUM_THREADS={max(1, threads // gpus)}"
+        torchrun = f"torchrun --nproc-per-node {gpus}"
+        if nodes == 1:
+            claim = f"crossdisc claim-gpus {gpus} " if on_gpu else ""
+            return f"{threads_each} {claim}{torchrun} --standalone -m crossdisc"
+        gres = f" --gres gpu:{gpus}" if on_gpu else ""
+        return (f"{threads_each} srun --kill-on-bad-exit=1 --ntasks {nodes} --cpus-per-task {threads}{gres} "
+                f"{torchrun} --nnodes {nodes} --rdzv-backend c10d --rdzv-id $SLURM_JOB_ID "
+                f'--rdzv-endpoint "$(hostname)":$((29500 + SLURM_JOB_ID % 1000)) -m crossdisc')
+
     def train_mem_mb(self, attempt=1):
         """A retried job (`retries`, as in profiles/slurm) gets the config's memory and time times its
         attempt: it failed for lack of one of them, and resumes from its saved state."""
@@ -240,6 +282,10 @@ class Grid:
                     raise ConfigError(f"{where}.steps", f"{bad} are not multiples of step_unit {unit}")
             elif spec["corpus"] not in config["sources"]:
                 raise ConfigError(f"{where}.corpus", f"unknown source '{spec['corpus']}'")
+            processes = spec["gpus"] * spec["nodes"]
+            if spec["training"]["batch_size"] % processes:
+                raise ConfigError(f"{where}.gpus", f"{processes} processes (gpus x nodes) do not divide "
+                                  f"training.batch_size {spec['training']['batch_size']}: each trains on an equal share")
             long_from = spec["training"].get("long_from_step")
             if long_from is not None and long_from >= (total := self.pretrain_spec(name)["total_steps"]):
                 raise ConfigError(f"{where}.training.long_from_step", f"{long_from} is not before the schedule's end "
@@ -386,7 +432,9 @@ class Grid:
         return {k: v for k, v in self.config["tasks"][task].items() if k not in ("training", "metric", "workers")}
 
     def pretrain_spec(self, name):
-        spec = dict(self.config["pretrain"][name])
+        """What pre-training reads of a series: everything but its processes (gpus, nodes), which
+        do not change what it trains, so changing them does not retrain finished checkpoints."""
+        spec = {k: v for k, v in self.config["pretrain"][name].items() if k not in ("gpus", "nodes")}
         spec.setdefault("total_steps", max(spec["steps"]))
         return spec
 

@@ -21,8 +21,10 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .corpus import read_documents
 from .errors import InputError
 from .files import atomic_dir
@@ -35,19 +37,43 @@ DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, 
 STATE_FILE = "training_state.pt"
 
 
-def pretraining_loss(model, ids, segments, next_labels, tokenizer, probability, generator, device):
+def pretraining_loss(model, ids, segments, next_labels, tokenizer, probability, generator, device, rows=None):
     """Masked-LM plus next-sentence loss of a BertForPreTraining on a padded batch, with the MLM
     output layer (hidden x vocabulary, the largest matrix of a small BERT) applied only at selected
-    positions."""
+    positions. With `rows` (a data-parallel process's share, a range), the batch is still masked
+    whole, so the draws do not depend on the process, and the loss is this process's part of the
+    batch's: sums over its rows divided by the whole batch's counts (selected positions, sequences),
+    so that the processes' parts add up to the loss of one process training on the whole batch."""
     attention = ids != tokenizer.pad_token_id
     special = ~attention | (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
     corrupted, chosen, targets = mask_tokens(ids, special, tokenizer.mask_token_id, len(tokenizer), probability, generator)
+    predictions, sequences, weight = len(targets), len(ids), 1.0
+    if rows is not None:
+        if not rows:  # an epoch's short last batch left this process no rows: a row at weight 0 keeps it in step
+            rows, weight = range(1), 0.0
+        mine = slice(rows.start, rows.stop)
+        corrupted, attention, segments, chosen, next_labels = (
+            t[mine] for t in (corrupted, attention, segments, chosen, next_labels))
+        targets = ids[mine][chosen]
     encoded = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device),
                          token_type_ids=segments.to(device))
     words = model.cls.predictions(encoded.last_hidden_state[chosen.to(device)])
     next_sentence = model.cls.seq_relationship(encoded.pooler_output)
-    return (torch.nn.functional.cross_entropy(words.float(), targets.to(device))
-            + torch.nn.functional.cross_entropy(next_sentence.float(), next_labels.to(device)))
+    sum_of = torch.nn.functional.cross_entropy
+    return weight * (sum_of(words.float(), targets.to(device), reduction="sum") / predictions
+                     + sum_of(next_sentence.float(), next_labels.to(device), reduction="sum") / sequences)
+
+
+class PretrainingLoss(torch.nn.Module):
+    """The model with pretraining_loss as its forward: DistributedDataParallel averages gradients
+    only of what runs through its wrapped module's forward (pretraining_loss calls the model's parts)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return pretraining_loss(self.model, *args, **kwargs)
 
 
 def pretraining_model(config, device):
@@ -65,7 +91,8 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     from transformers import BertConfig
 
     hp = {**DEFAULTS, **hparams}
-    device = pick_device(device)
+    ranks, device = distributed.start(pick_device(device))  # under torchrun: this process's rank and GPU
+    ranks.check_batch(hp["batch_size"])
     autocast = autocast_for(device)
     tokenizer = load_tokenizer(tokenizer_dir)
 
@@ -83,6 +110,9 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return max(0.0, (total_steps - s) / max(1, total_steps - hp["warmup_steps"]))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    step_loss = PretrainingLoss(model)
+    if ranks.size > 1:  # averages the processes' gradients in the backward pass (the buffers are constants)
+        step_loss = DistributedDataParallel(step_loss, forward_sync_buffers=False)
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
@@ -103,29 +133,32 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
                 "scheduler": scheduler.state_dict(), "step": at, "curve": curve.read()}
 
     batches = Batches(read_documents(corpus_path, tokenizer) if at < step else None, hp, seed)
-    progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train")
+    progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train",
+                    disable=not ranks.main)
     while at < step:
-        ids, segments, next_labels = collate(batches(at), tokenizer)
+        ids, segments, next_labels = collate(batches(at), tokenizer)  # the step's whole batch, in every process
         generator = seed_step(seed, at)  # masking and dropout depend on (seed, step): a resumed chain is exact
         with autocast():
-            loss = pretraining_loss(model, ids, segments, next_labels, tokenizer, hp["mask_probability"], generator,
-                                    device)
-        loss.backward()
+            loss = step_loss(ids, segments, next_labels, tokenizer, hp["mask_probability"], generator, device,
+                             ranks.rows(len(ids)))
+        (loss * ranks.size).backward()  # DDP averages the gradients of the processes' parts: times size, their sum
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         at += 1
-        curve.add({"step": at, "loss": loss.detach()})
+        curve.add({"step": at, "loss": ranks.sum(loss.detach())})
         if progress.update(1):  # tqdm refreshed the bar: show the latest loss read
             progress.set_postfix(loss=f"{curve.read()[-1]['loss']:.3f}", refresh=False)
-        if state_path and at % hp["checkpoint_every"] == 0 and at < step:
+        if ranks.main and state_path and at % hp["checkpoint_every"] == 0 and at < step:
             save_state(state_path, training_state())
     progress.close()
 
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        torch.save(training_state(), tmp / STATE_FILE)
-    if state_path:
-        state_path.unlink(missing_ok=True)
+    if ranks.main:
+        with atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            torch.save(training_state(), tmp / STATE_FILE)
+        if state_path:
+            state_path.unlink(missing_ok=True)
+    distributed.finish()
 

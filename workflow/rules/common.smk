@@ -85,6 +85,23 @@ def run_coordinates(wildcards):
     return dumps(grid.run_of(**wildcards))
 
 
+def pretrain_threads(wildcards):
+    return grid.pretrain_threads(wildcards.name)
+
+
+def pretrain_resource(key):
+    """A resources function: the job's `key` of grid.pretrain_resources (None: not asked for)."""
+
+    def resource(wildcards):
+        return grid.pretrain_resources(wildcards.name)[key]
+
+    return resource
+
+
+def pretrain_launcher(wildcards, threads):
+    return grid.pretrain_launcher(wildcards.name, threads)
+
+
 def train_mem_mb(wildcards, attempt):
     return grid.train_mem_mb(attempt)
 

@@ -18,17 +18,25 @@ rule pretrain:
     priority: 10
     conda:
         ENV
-    threads: config["resources"]["train_threads"]
+    threads: pretrain_threads
+    # A series' gpus and nodes: the job's GPUs, its tasks on SLURM and the command that starts its
+    # processes (launcher: a resource, not a param, since a changed param reruns finished checkpoints)
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
-        gpu=grid.train_gpus(),
+        gpu=pretrain_resource("gpu"),
+        nodes=pretrain_resource("nodes"),
+        tasks=pretrain_resource("tasks"),
+        tasks_per_gpu=pretrain_resource("tasks_per_gpu"),
+        gres=pretrain_resource("gres"),
+        mpi=pretrain_resource("mpi"),
+        launcher=pretrain_launcher,
     params:
         spec=pretrain_spec,
         previous=optional_flag("previous"),
         state=PATHS.pretrain_state,
         device=config["device"],
     shell:
-        "crossdisc pretrain --corpus {input.corpus} --tokenizer {input.tokenizer} "
+        "{resources.launcher} pretrain --corpus {input.corpus} --tokenizer {input.tokenizer} "
         "--spec {params.spec:q} --step {wildcards.step} {params.previous} --state {params.state} "
         "--device {params.device} --out {output} > {log} 2>&1"
