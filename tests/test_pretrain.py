@@ -140,3 +140,102 @@ def test_a_masked_lm_only_state_is_refused(tmp_path, tiny_bert):
     with pytest.raises(InputError, match="not a state of this series' model"):
         pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert), tiny_bert, ARCH, tmp_path / "step-2", 2, 2, PRETRAIN_HP,
                           previous_dir=previous)
+
+
+def padded_rows(tokenizer, lengths, width):
+    """Rows [CLS] 1000 1001 ... [SEP] of the given lengths, padded to width."""
+    ids = torch.full((len(lengths), width), tokenizer.pad_token_id)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = torch.tensor([tokenizer.cls_token_id, *range(1000, 1000 + length - 2), tokenizer.sep_token_id])
+    return ids
+
+
+def test_each_sequence_predicts_bert_s_number_of_positions_never_a_special_token(tokenizer):
+    # create_pretraining_data.py: min(max_predictions_per_seq, max(1, round(len(tokens) * 0.15))),
+    # Python's round (half to even: 30 tokens, 4.5 -> 4), [CLS] and [SEP] counted but never chosen
+    expected = {2: 0, 3: 1, 4: 1, 7: 1, 10: 2, 30: 4, 37: 6, 128: 19, 200: 20}
+    ids = padded_rows(tokenizer, list(expected), 210)
+    attention = ids != tokenizer.pad_token_id
+    corrupted, positions, targets, weights = pretrain_data.mask_tokens(ids, attention, tokenizer, 0.15, 20, seed=5,
+                                                                       step=7)
+    assert positions.shape == targets.shape == weights.shape == (len(expected), 20)
+    assert weights.sum(1).tolist() == list(expected.values())
+    for row, length in enumerate(expected):
+        count = expected[length]
+        chosen = positions[row, :count]
+        assert chosen.tolist() == sorted(set(chosen.tolist()))  # distinct, in order, as BERT's
+        assert ((chosen > 0) & (chosen < length - 1)).all()  # never [CLS], the [SEP]s or padding
+        assert targets[row, :count].tolist() == ids[row, chosen].tolist()
+        assert positions[row, count:].eq(0).all() and targets[row, count:].eq(0).all()  # BERT's padding slots
+        changed = (corrupted[row] != ids[row]).nonzero().flatten().tolist()
+        assert set(changed) <= set(chosen.tolist())
+
+
+def test_a_slice_of_a_batch_masks_as_the_whole_batch_does_at_any_width(tokenizer):
+    documents = numbered_documents(20, 10)
+    hp = {**pretrain.DEFAULTS, "max_length": 64, "batch_size": 8, "max_predictions": 5}
+    pairs = pretrain_data.Batches(documents, hp, seed=3)(4)
+    whole = pretrain_data.masked_batch(pairs, tokenizer, hp, 64, seed=3, step=4)
+    part = pretrain_data.masked_batch(pairs[3:6], tokenizer, hp, 80, seed=3, step=4, first_row=3, pad_to_length=True)
+    assert part["input_ids"].shape == (3, 80) and whole["input_ids"].shape[1] <= 64
+    width = whole["input_ids"].shape[1]
+    for key, tensor in whole.items():
+        if key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert torch.equal(part[key][:, :width], tensor[3:6]) and not part[key][:, width:].any()
+        else:
+            assert torch.equal(part[key], tensor[3:6])
+    lengths = whole["attention_mask"].sum(1).tolist()
+    assert whole["masked_weights"].sum(1).tolist() == [min(5, round(0.15 * n)) for n in lengths]
+    assert min(lengths) < 30 < max(lengths)  # short pairs (a document's end) and full ones
+    other_step = pretrain_data.masked_batch(pairs, tokenizer, hp, 64, seed=3, step=5)
+    assert not torch.equal(other_step["masked_positions"], whole["masked_positions"])
+
+
+def test_the_long_phase_has_its_own_number_of_predictions():
+    hp = {**pretrain.DEFAULTS, "max_length": 128, "long_max_length": 512, "long_from_step": 9}
+    assert (pretrain_data.max_predictions(hp, 128), pretrain_data.max_predictions(hp, 512)) == (20, 80)
+
+
+def model_inputs(batch):
+    return {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def tiny_model_and_pairs(tokenizer):
+    """A tiny BertForPreTraining (evaluation mode: no dropout) and 8 pairs of at most 40 tokens."""
+    from transformers import BertConfig
+
+    documents = numbered_documents(20, 10)
+    hp = {**pretrain.DEFAULTS, "max_length": 40, "batch_size": 8, "max_predictions": 6}
+    torch.manual_seed(0)
+    model = pretrain.pretraining_model(BertConfig(vocab_size=len(tokenizer), **ARCH), torch.device("cpu")).eval()
+    pairs = pretrain_data.Batches(documents, hp, seed=1)(0)
+    return model, pairs, hp
+
+
+def test_the_loss_is_bert_s_weighted_mean_over_the_predicted_positions(tokenizer):
+    model, pairs, hp = tiny_model_and_pairs(tokenizer)
+    batch = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0)
+    output = model(**model_inputs(batch))  # Hugging Face's scores at every position
+    rows = torch.arange(8).unsqueeze(1)
+    log_probs = output.prediction_logits[rows, batch["masked_positions"]].log_softmax(-1)
+    nll = -log_probs.gather(-1, batch["masked_targets"].unsqueeze(-1)).squeeze(-1)
+    weights = batch["masked_weights"]
+    masked_lm = (weights * nll).sum() / (weights.sum() + 1e-5)  # run_pretraining.py's get_masked_lm_output
+    next_sentence = torch.nn.functional.cross_entropy(output.seq_relationship_logits, batch["next_sentence_labels"])
+    assert 0 < weights.sum() < weights.numel()  # some rows have unused slots
+    assert pretrain.pretraining_loss(model, batch).item() == pytest.approx((masked_lm + next_sentence).item(), rel=1e-6)
+
+    # rows split across processes: each divides by the whole batch's count, and the parts add up
+    parts = [pretrain_data.masked_batch(pairs[i:i + 4], tokenizer, hp, 48, seed=1, step=0, first_row=i) for i in (0, 4)]
+    masked_lm_parts = [pretrain.pretraining_loss(model, part, normaliser=weights.sum()) - torch.nn.functional.cross_entropy(
+                       model(**model_inputs(part)).seq_relationship_logits, part["next_sentence_labels"]) for part in parts]
+    assert sum(masked_lm_parts).item() == pytest.approx(masked_lm.item(), rel=1e-5)
+
+
+def test_padding_every_batch_to_the_sequence_length_leaves_the_loss_as_it_is(tokenizer):
+    model, pairs, hp = tiny_model_and_pairs(tokenizer)
+    longest = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0)
+    fixed = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0, pad_to_length=True)
+    assert longest["input_ids"].shape[1] < fixed["input_ids"].shape[1] == 48
+    assert pretrain.pretraining_loss(model, fixed).item() == pytest.approx(pretrain.pretraining_loss(model, longest).item(),
+                                                                          abs=1e-5)

@@ -9,11 +9,13 @@ one is never recomputed, and a killed job resumes from its last saved state.
 The recipe of Devlin et al. (2019) and Google's create_pretraining_data.py: a sequence is
 [CLS] A [SEP] B [SEP], A consecutive sentences of a document and B, half the time, the sentences
 that follow them, else sentences of another, random document; the pooled [CLS] output learns to
-tell which (next-sentence prediction), so checkpoints carry a trained pooler. 15% of the non-special
-tokens selected, of those 80% [MASK], 10% a random token, 10% kept; AdamW with linear warm-up and
-linear decay. Sequences hold up to `max_length` tokens, and `long_max_length` from step
-`long_from_step` on (BERT: 128, then 512 for the last 10% of steps, which is what trains the
-position embeddings past 128). The MLM output layer is computed only at the selected positions.
+tell which (next-sentence prediction), so checkpoints carry a trained pooler. 15% of a sequence's
+tokens are predicted, at most `max_predictions` of them (BERT: 20 at length 128), of those 80%
+[MASK], 10% a random token, 10% kept; AdamW with linear warm-up and linear decay. Sequences hold up
+to `max_length` tokens, and `long_max_length` from step `long_from_step` on (BERT: 128, then 512,
+with 80 predictions, for the last 10% of steps, which is what trains the position embeddings past
+128). The MLM output layer is computed only at the predicted positions, as BERT's own code does. On
+a GPU each phase's step has one shape and is replayed as a CUDA graph (crossdisc.accel).
 The text comes tokenised and deduplicated from `crossdisc prepare-corpus` (crossdisc.corpus).
 """
 
@@ -23,39 +25,48 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import accel
 from .corpus import read_documents
 from .errors import InputError
 from .files import atomic_dir
 from .models import load_tokenizer
-from .pretrain_data import Batches, collate, mask_tokens
-from .training import StepLog, autocast_for, load_state, pick_device, save_state, seed_step
+from .pretrain_data import Batches, masked_batch
+from .training import StepLog, autocast_for, load_state, pick_device, save_state, seed_step, to_device
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
-            "mask_probability": 0.15, "short_seq_probability": 0.1, "checkpoint_every": 500}
+            "mask_probability": 0.15, "max_predictions": 20, "long_max_predictions": 80,
+            "short_seq_probability": 0.1, "checkpoint_every": 500, "precision": "bf16", "cuda_graphs": True}
 STATE_FILE = "training_state.pt"
 
 
-def pretraining_loss(model, ids, segments, next_labels, tokenizer, probability, generator, device):
-    """Masked-LM plus next-sentence loss of a BertForPreTraining on a padded batch, with the MLM
-    output layer (hidden x vocabulary, the largest matrix of a small BERT) applied only at selected
-    positions."""
-    attention = ids != tokenizer.pad_token_id
-    special = ~attention | (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
-    corrupted, chosen, targets = mask_tokens(ids, special, tokenizer.mask_token_id, len(tokenizer), probability, generator)
-    encoded = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device),
-                         token_type_ids=segments.to(device))
-    words = model.cls.predictions(encoded.last_hidden_state[chosen.to(device)])
+def pretraining_loss(model, batch, normaliser=None):
+    """BERT's loss (run_pretraining.py) of a BertForPreTraining on a batch of masked_batch: the masked
+    LM's mean negative log-likelihood over the predicted positions, sum(weight * nll) / (normaliser +
+    1e-5), plus the next-sentence cross-entropy over the rows. The MLM output layer (hidden x
+    vocabulary, the largest matrix of a small BERT) runs at the (rows, max_predictions) predicted
+    positions only. `normaliser` is the number of predictions the mean is over: by default the
+    batch's own (the sum of its weights); a process training on a slice of a batch passes the whole
+    batch's (a tensor on the device, where the step is a recorded graph)."""
+    encoded = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         token_type_ids=batch["token_type_ids"])
+    hidden = encoded.last_hidden_state
+    positions = batch["masked_positions"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+    words = model.cls.predictions(hidden.gather(1, positions))
+    nll = torch.nn.functional.cross_entropy(words.flatten(0, 1).float(), batch["masked_targets"].flatten(),
+                                            reduction="none")
+    weights = batch["masked_weights"].flatten()
+    normaliser = weights.sum() if normaliser is None else normaliser
     next_sentence = model.cls.seq_relationship(encoded.pooler_output)
-    return (torch.nn.functional.cross_entropy(words.float(), targets.to(device))
-            + torch.nn.functional.cross_entropy(next_sentence.float(), next_labels.to(device)))
+    return ((weights * nll).sum() / (normaliser + 1e-5)
+            + torch.nn.functional.cross_entropy(next_sentence.float(), batch["next_sentence_labels"]))
 
 
 def pretraining_model(config, device):
     """A BertForPreTraining (encoder with pooler, MLM and NSP heads) of `config` initialised from
-    scratch on `device`, in training mode."""
+    scratch on `device`, in training mode, with PyTorch's fused attention (sdpa)."""
     from transformers import BertForPreTraining
 
-    return BertForPreTraining(config).to(device).train()
+    return BertForPreTraining._from_config(config, attn_implementation="sdpa").to(device).train()
 
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
@@ -66,7 +77,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
 
     hp = {**DEFAULTS, **hparams}
     device = pick_device(device)
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, hp["precision"])
     tokenizer = load_tokenizer(tokenizer_dir)
 
     longest = max(hp["max_length"], hp.get("long_max_length", 0))
@@ -83,6 +94,16 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return max(0.0, (total_steps - s) / max(1, total_steps - hp["warmup_steps"]))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    def train_step(batch):
+        """Forward, loss and backward of a step's batch; returns its loss."""
+        with autocast():
+            loss = pretraining_loss(model, batch)
+        loss.backward()
+        return loss.detach()
+
+    run_step = accel.micro_batch_runner(train_step, model, device, hp["cuda_graphs"])  # speed only
+    fixed_width = accel.fixed_batch_width(device, hp["cuda_graphs"])
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
@@ -105,17 +126,15 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     batches = Batches(read_documents(corpus_path, tokenizer) if at < step else None, hp, seed)
     progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train")
     while at < step:
-        ids, segments, next_labels = collate(batches(at), tokenizer)
-        generator = seed_step(seed, at)  # masking and dropout depend on (seed, step): a resumed chain is exact
-        with autocast():
-            loss = pretraining_loss(model, ids, segments, next_labels, tokenizer, hp["mask_probability"], generator,
-                                    device)
-        loss.backward()
+        seed_step(seed, at)  # dropout depends on (seed, step), masking on (seed, step, row): a resumed chain is exact
+        length, _ = batches.phase(at)
+        batch = masked_batch(batches(at), tokenizer, hp, length, seed, at, pad_to_length=fixed_width)
+        loss = run_step(to_device(batch, device))
         optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=False)  # in place: recorded graphs add into the same tensors
         at += 1
-        curve.add({"step": at, "loss": loss.detach()})
+        curve.add({"step": at, "loss": loss})
         if progress.update(1):  # tqdm refreshed the bar: show the latest loss read
             progress.set_postfix(loss=f"{curve.read()[-1]['loss']:.3f}", refresh=False)
         if state_path and at % hp["checkpoint_every"] == 0 and at < step:

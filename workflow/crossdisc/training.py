@@ -29,6 +29,14 @@ def autocast_for(device, precision="bf16"):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def to_device(batch, device):
+    """A dict of CPU tensors on `device`; on a GPU copied from pinned memory without blocking, so
+    the CPU prepares the next batch while the GPU trains on this one."""
+    if device.type == "cuda":
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def data_generator(seed, epoch):
     """The generator of an epoch's example order: seeded by (seed, epoch) alone, so a resumed run
     sees exactly the batches an uninterrupted one would."""
