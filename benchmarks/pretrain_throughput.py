@@ -193,7 +193,8 @@ def run_trainer(args, length):
         training = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=args.steps + 1, learning_rate=1e-4,
             logging_strategy="no", save_strategy="no", report_to=[], use_cpu=device.type == "cpu",
-            bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), dataloader_num_workers=0, seed=0)
+            bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), dataloader_num_workers=0, seed=0,
+            disable_tqdm=True)
         Trainer(model=BertForPreTraining(config), args=training, train_dataset=examples, callbacks=[clock],
                 data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)).train()
     first, last = clock.times
@@ -229,7 +230,8 @@ def main(argv=None):
     peak = bf16_peak_tflops(torch.cuda.get_device_name()) if args.device == "cuda" else None
     print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size}, "
           f"{args.steps} steps after one untimed, {hardware(args.device)}"
-          + (f" (bf16 dense peak {peak} TFLOP/s)" if peak else ", no MFU (not a GPU of BF16_PEAK_TFLOPS)"))
+          + (f" (bf16 dense peak {peak} TFLOP/s)" if peak else ", no MFU (not a GPU of BF16_PEAK_TFLOPS)"
+             if args.device == "cuda" else ""))
     _, tokenizer, config = setting(args)
     memory = "peak GPU memory" if args.device == "cuda" else "peak memory"
     rows, hours = [], {}

@@ -239,3 +239,19 @@ def test_padding_every_batch_to_the_sequence_length_leaves_the_loss_as_it_is(tok
     assert longest["input_ids"].shape[1] < fixed["input_ids"].shape[1] == 48
     assert pretrain.pretraining_loss(model, fixed).item() == pytest.approx(pretrain.pretraining_loss(model, longest).item(),
                                                                           abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_graphed_step_trains_as_the_eager_one(tmp_path, tiny_bert, capfd):
+    """On a GPU, in fp32 and without dropout: steps replayed as CUDA graphs (batches padded to the
+    sequence length, both phases) give the losses of eager steps (batches padded to their longest)."""
+    corpus = prepared_corpus(tmp_path, tiny_bert)
+    architecture = {**ARCH, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    hp = {**PRETRAIN_HP, "precision": "fp32", "long_max_length": 48, "long_from_step": 6}
+    curves = {}
+    for graphs in (True, False):
+        out = tmp_path / f"graphs-{graphs}"
+        pretrain.pretrain(corpus, tiny_bert, architecture, out, 10, 10, {**hp, "cuda_graphs": graphs}, device="cuda")
+        curves[graphs] = [point["loss"] for point in torch.load(out / pretrain.STATE_FILE, weights_only=True)["curve"]]
+    assert "CUDA graphs off" not in capfd.readouterr().err
+    np.testing.assert_allclose(curves[True], curves[False], rtol=1e-3)
