@@ -87,9 +87,10 @@ def main(argv=None):
             state = torch.load(tmp / f"run-{i}" / pretrain.STATE_FILE, weights_only=True)
             curves[name] = np.array([point["loss"] for point in state["curve"]])
             tail = curves[name][-max(1, args.steps // 10):].mean()
-            print(f"  {name:18s} {args.steps * args.batch_size / seconds:8.1f} sequences/s (all included)   "
-                  f"last-tenth mean loss {tail:.4f}   first {curves[name][0]:.4f}")
-            rows.append([name, f"{args.steps * args.batch_size / seconds:.1f}", f"{curves[name][0]:.4f}", f"{tail:.4f}"])
+            speed = args.steps * args.batch_size / seconds
+            print(f"  {name:18s} {speed:8.1f} sequences/s (all included)   last-tenth mean loss {tail:.4f}   "
+                  f"first {curves[name][0]:.4f}")
+            rows.append([name, f"{speed:.1f}", f"{curves[name][0]:.4f}", f"{tail:.4f}"])
     (a, b, c) = curves.values()
     differences = {"(a) - (b), bf16 against fp32": np.abs(a - b).max(),
                    "(b) - (c), graphs against eager": np.abs(b - c).max()}

@@ -46,8 +46,9 @@ def test_model_flops_and_gpu_peaks_of_the_pretraining_benchmark():
     # = 961,228,800; forward 12 layers + heads = 23,309,663,232; x3 with the backward
     assert bench.training_flops_per_sequence(768, 12, 3072, 30522, 128, 20) == 69_928_989_696
     assert bench.max_predictions(128) == 20 and bench.max_predictions(512) == 80 and bench.max_predictions(32) == 5
-    peaks = {name: bench.bf16_peak_tflops(name) for name in
-             ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 PCIe", "NVIDIA H200 NVL", "Tesla T4")}
+    names = ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 PCIe", "NVIDIA H200 NVL",
+             "Tesla T4")
+    peaks = {name: bench.bf16_peak_tflops(name) for name in names}
     assert peaks == {"NVIDIA H100 80GB HBM3": 989, "NVIDIA H200": 989, "NVIDIA A100-SXM4-80GB": 312,
                      "NVIDIA H100 PCIe": None, "NVIDIA H200 NVL": None, "Tesla T4": None}
 

@@ -146,7 +146,8 @@ def padded_rows(tokenizer, lengths, width):
     """Rows [CLS] 1000 1001 ... [SEP] of the given lengths, padded to width."""
     ids = torch.full((len(lengths), width), tokenizer.pad_token_id)
     for row, length in enumerate(lengths):
-        ids[row, :length] = torch.tensor([tokenizer.cls_token_id, *range(1000, 1000 + length - 2), tokenizer.sep_token_id])
+        words = range(1000, 1000 + length - 2)
+        ids[row, :length] = torch.tensor([tokenizer.cls_token_id, *words, tokenizer.sep_token_id])
     return ids
 
 
@@ -227,8 +228,10 @@ def test_the_loss_is_bert_s_weighted_mean_over_the_predicted_positions(tokenizer
 
     # rows split across processes: each divides by the whole batch's count, and the parts add up
     parts = [pretrain_data.masked_batch(pairs[i:i + 4], tokenizer, hp, 48, seed=1, step=0, first_row=i) for i in (0, 4)]
-    masked_lm_parts = [pretrain.pretraining_loss(model, part, normaliser=weights.sum()) - torch.nn.functional.cross_entropy(
-                       model(**model_inputs(part)).seq_relationship_logits, part["next_sentence_labels"]) for part in parts]
+    next_sentence_parts = [torch.nn.functional.cross_entropy(model(**model_inputs(part)).seq_relationship_logits,
+                                                             part["next_sentence_labels"]) for part in parts]
+    masked_lm_parts = [pretrain.pretraining_loss(model, part, normaliser=weights.sum()) - next_sentence
+                       for part, next_sentence in zip(parts, next_sentence_parts)]
     assert sum(masked_lm_parts).item() == pytest.approx(masked_lm.item(), rel=1e-5)
 
 
@@ -237,8 +240,8 @@ def test_padding_every_batch_to_the_sequence_length_leaves_the_loss_as_it_is(tok
     longest = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0)
     fixed = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0, pad_to_length=True)
     assert longest["input_ids"].shape[1] < fixed["input_ids"].shape[1] == 48
-    assert pretrain.pretraining_loss(model, fixed).item() == pytest.approx(pretrain.pretraining_loss(model, longest).item(),
-                                                                          abs=1e-5)
+    loss = pretrain.pretraining_loss(model, longest).item()
+    assert pretrain.pretraining_loss(model, fixed).item() == pytest.approx(loss, abs=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

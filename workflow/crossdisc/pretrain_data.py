@@ -1,6 +1,7 @@
 """Pre-training batches: BERT's sentence pairs cut from a prepared corpus, their masking and
-collation, each step's batch a function of (seed, step) only (see Batches), so that a resumed,
-chained or multi-process run trains on exactly the batches of one uninterrupted run."""
+collation, each step's batch a function of (seed, step) only (see Batches) and each sequence's
+masking of (seed, step, row) (see mask_tokens), so that a resumed, chained or multi-process run
+trains on exactly the batches of one uninterrupted run."""
 
 import math
 import random
@@ -111,9 +112,10 @@ def mask_tokens(ids, attention, tokenizer, probability, max_predictions, seed, s
     corrupted = ids.clone()
     positions = torch.zeros((len(ids), max_predictions), dtype=torch.long)
     targets, weights = torch.zeros_like(positions), torch.zeros(positions.shape)
-    for row, (tokens, real, candidate) in enumerate(zip(ids.numpy(), attention.numpy(), (attention & ~special).numpy())):
+    selectable = (attention & ~special).numpy()
+    for row, (tokens, real, selectable_in_row) in enumerate(zip(ids.numpy(), attention.numpy(), selectable)):
         rng = np.random.default_rng([seed, step, first_row + row, MASKING])
-        candidates = np.flatnonzero(candidate)
+        candidates = np.flatnonzero(selectable_in_row)
         count = min(max_predictions, max(1, round(int(real.sum()) * probability)), len(candidates))
         chosen = np.sort(rng.permutation(candidates)[:count])
         action, random_words = rng.random(count), rng.integers(len(tokenizer), size=count)
