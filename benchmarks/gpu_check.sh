@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/performance.md, on one GPU, in about 6 minutes (under 8 on an H100/H200):
+# The GPU figures of docs/performance.md, on one GPU, in about 6 minutes by estimate (not yet timed):
 # run from the repository root with the project's environment active (`make install`, then
 # `source .venv/bin/activate`). Each benchmark writes benchmarks/results/<benchmark>-<gpu>.{md,json};
 # commit those files. The log of the whole check goes to benchmarks/results/gpu_check-<date>.log.
 #
 #   bash benchmarks/gpu_check.sh            # everything
-#   QUICK=1 bash benchmarks/gpu_check.sh    # tiny sizes (a minute): that every step runs on this GPU
+#   QUICK=1 bash benchmarks/gpu_check.sh    # tiny sizes: that every step runs on this GPU
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

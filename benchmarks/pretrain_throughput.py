@@ -202,13 +202,15 @@ def run_trainer(args, length):
 
 
 def measure(name, args, length):
+    """contender() in a fresh process, so that none inherits another's state (allocator, caches)."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
+    queue = context.SimpleQueue()
     process = context.Process(target=contender, args=(name, args, length, queue))
     process.start()
-    result = queue.get()
     process.join()
-    return result
+    if process.exitcode != 0:
+        raise SystemExit(f"{name} failed at length {length} (exit code {process.exitcode})")
+    return queue.get()
 
 
 def main(argv=None):
