@@ -1,6 +1,7 @@
 """BERT's pre-training data and heads: next-sentence pairs cut from documents as
-create_pretraining_data.py cuts them, the two sequence lengths, and checkpoints that carry the
-pooler the next-sentence task trains into fine-tuning."""
+create_pretraining_data.py cuts them, the two sequence lengths, its masking (a fixed number of
+predictions per sequence) and run_pretraining.py's loss, and checkpoints that carry the pooler the
+next-sentence task trains into fine-tuning."""
 
 import random
 from collections import Counter
