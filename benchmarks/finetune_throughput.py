@@ -165,7 +165,7 @@ def main(argv=None):
         workdir = Path(tmp)
         identity = np.arange(len(tokenizer))
         map_file = workdir / "identity.parquet"
-        meta = {"task": "bench", "vocabulary": "text", "vocab_size": len(tokenizer)}
+        meta = {"vocabulary": "text", "vocab_size": len(tokenizer)}  # no task: the map serves both data sets
         token_maps.write_table(map_file, identity, meta, tokenizer)
         for name, data in (("glue-like", glue_like_pairs(tokenizer, args.examples, args.seed)),
                            ("fixed-length", fixed_length(args.examples, args.seed))):

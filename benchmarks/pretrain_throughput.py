@@ -1,81 +1,159 @@
-"""BERT pre-training throughput (masked LM + next-sentence prediction): Hugging Face's
-BertForPreTraining with DataCollatorForLanguageModeling against crossdisc's pre-training step
-(workflow/crossdisc/pretrain.py), each in a fresh child process, on the same model size, batch,
-sequences and hardware.
+"""BERT pre-training throughput (masked LM + next-sentence prediction): Hugging Face's recipe against
+crossdisc's pre-training step (workflow/crossdisc/pretrain.py), each in a fresh child process, on
+the same model size, batch, sequences and hardware.
 
-Both train a BERT from scratch on sentence pairs [CLS] A [SEP] B [SEP] cut from real English (the
-CPython language reference) with the BERT recipe (15% selected; 80/10/10; half the pairs labelled
-random next). Hugging Face computes the MLM output layer over every position; ours only where a
-token was selected. Prints sequences per second and the process's peak memory for each (on a GPU,
-peak GPU memory); the last line is the ratio of ours to Hugging Face's. On a GPU both run under
-bf16 autocast. Ours builds its model and optimiser as the pipeline does (fused AdamW). The table is
-also written, with the command, hardware and versions, to
+  (a) Hugging Face: BertForPreTraining with DataCollatorForLanguageModeling, in a plain loop;
+  (b) Hugging Face's Trainer: the same model and collator, trained by `Trainer`;
+  (c) crossdisc: BERT's own masking (a fixed number of predictions per sequence), the MLM output
+      layer at those positions only, fused AdamW, and on a GPU every batch padded to the sequence
+      length and the step replayed as a CUDA graph, as the pipeline trains.
+
+All train a BERT from scratch on sentence pairs [CLS] A [SEP] B [SEP] that fill the sequence, cut
+from real English (the CPython language reference), with 15% of the tokens predicted (80/10/10)
+and half the pairs labelled random next. On a GPU all run under bf16 autocast (the Trainer with
+bf16=True). Prints, per sequence length, each one's sequences per second and peak memory (on a GPU,
+peak GPU memory), the ratios of (c) to (a) and (b), and on a GPU the model FLOPs utilisation against
+the GPU's bf16 dense peak (GPUs of BF16_PEAK_TFLOPS) and the hours 1M steps would take. The model
+FLOPs are BERT's (the encoder at every position, the MLM head at BERT's number of predictions), the
+same for all three. The table is also written, with the command, hardware and versions, to
 benchmarks/results/pretrain_throughput-<device>.{md,json} (benchmarks/record.py).
 
-    python benchmarks/pretrain_throughput.py [--steps 20] [--batch-size 32] [--hidden 128 --layers 2] [--device cuda]
+    python benchmarks/pretrain_throughput.py [--steps 20] [--batch-size 32] [--lengths 128]
+        [--hidden 128 --layers 2] [--device cuda]
+
+On a GPU the defaults are the paper's batch 256 at lengths 128 and 512; BERT-base is
+`--hidden 768 --layers 12`.
 """
 
 import argparse
+import math
 import multiprocessing
 import os
+import re
 import resource
 import sys
 import time
 
+import numpy as np
 import torch
 
 import record
 from finetune_throughput import default_model, hardware
 
+# Dense bf16 tensor throughput (TFLOP/s, without sparsity) by the device name torch reports.
+BF16_PEAK_TFLOPS = ((r"H100 80GB HBM3|H100 SXM", 989), (r"H200$", 989), (r"A100", 312))
+# BERT's max_predictions_per_seq by sequence length; other lengths predict 15%, rounded up.
+BERT_MAX_PREDICTIONS = {128: 20, 512: 80}
+CONTENDERS = {"huggingface": "(a) Hugging Face", "trainer": "(b) HF Trainer", "crossdisc": "(c) crossdisc"}
+
+
+def max_predictions(length):
+    return BERT_MAX_PREDICTIONS.get(length, math.ceil(0.15 * length))
+
+
+def bf16_peak_tflops(device_name):
+    """The GPU's dense bf16 peak, or None for a GPU not in the table."""
+    return next((peak for pattern, peak in BF16_PEAK_TFLOPS if re.search(pattern, device_name)), None)
+
+
+def training_flops_per_sequence(hidden, layers, intermediate, vocabulary, length, predictions):
+    """Matrix-product FLOPs of a BERT pre-training step per sequence, forward and backward (3x the
+    forward): every layer's projections and feed-forward block and its attention scores and sums
+    at each position, the pooler and NSP head, and the MLM head at `predictions` positions."""
+    layer = 2 * length * (4 * hidden * hidden + 2 * hidden * intermediate) + 4 * length * length * hidden
+    heads = 2 * (hidden * hidden + 2 * hidden) + 2 * predictions * (hidden * hidden + hidden * vocabulary)
+    return 3 * (layers * layer + heads)
+
 
 def pairs(tokenizer, length, count):
     """`count` pairs (A, B, is_random_next) that fill `length` tokens as [CLS] A [SEP] B [SEP], cut
-    from the language reference; every other one is labelled random next."""
+    from the language reference (read again from its start where it runs out); every other one is
+    labelled random next."""
     from pydoc_data.topics import topics
 
-    ids = tokenizer(" ".join(topics.values()), add_special_tokens=False, verbose=False)["input_ids"]
     body = length - 3
+    ids = tokenizer(" ".join(topics.values()), add_special_tokens=False, verbose=False)["input_ids"]
+    ids = np.resize(np.array(ids), count * body).tolist()
     blocks = [ids[i * body:(i + 1) * body] for i in range(count)]
     return [(block[:body // 2], block[body // 2:], i % 2 == 1) for i, block in enumerate(blocks)]
 
 
-def contender(name, args, queue):
-    from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
-
-    from crossdisc.models import load_tokenizer
-    from crossdisc.pretrain import pretraining_loss, pretraining_model
-    from crossdisc.pretrain_data import collate
-
-    from crossdisc.training import autocast_for
-
+def contender(name, args, length, queue):
+    """Train `name` for 1 + args.steps steps at `length`; put (sequences/s after the first step,
+    peak memory in MiB) on the queue, or None if it ran out of GPU memory."""
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    device = torch.device(args.device)
-    autocast = autocast_for(device)
+    try:
+        queue.put(run_trainer(args, length) if name == "trainer" else run_loop(name, args, length))
+    except torch.cuda.OutOfMemoryError:
+        queue.put(None)
+
+
+def setting(args):
+    from transformers import BertConfig
+
+    from crossdisc.models import load_tokenizer
+
     tokenizer = load_tokenizer(args.tokenizer)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers,
-                        num_attention_heads=args.hidden // 64, intermediate_size=4 * args.hidden)
-    ours = name == "crossdisc"
-    model = pretraining_model(config, device) if ours else BertForPreTraining(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=ours)
-    data = pairs(tokenizer, args.length, args.batch_size * (args.steps + 1))
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    generator = torch.Generator().manual_seed(0)
+                        num_attention_heads=max(1, args.hidden // 64), intermediate_size=4 * args.hidden)
+    return torch.device(args.device), tokenizer, config
 
-    def step(i):
-        ids, segments, next_labels = collate(data[i * args.batch_size:(i + 1) * args.batch_size], tokenizer)
-        with autocast():
-            if name == "huggingface":
-                features = collator([{"input_ids": sequence} for sequence in ids.tolist()])
+
+def peak_memory(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_loop(name, args, length):
+    from transformers import BertForPreTraining, DataCollatorForLanguageModeling
+
+    from crossdisc import accel
+    from crossdisc.pretrain import DEFAULTS, pretraining_loss, pretraining_model
+    from crossdisc.pretrain_data import collate, masked_batch
+    from crossdisc.training import autocast_for, seed_step, to_device
+
+    device, tokenizer, config = setting(args)
+    autocast = autocast_for(device)
+    data = pairs(tokenizer, length, args.batch_size * (args.steps + 1))
+    batch_of = lambda i: data[i * args.batch_size:(i + 1) * args.batch_size]  # noqa: E731
+    if name == "huggingface":
+        model = BertForPreTraining(config).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+
+        def step(i):
+            ids, segments, next_labels = collate(batch_of(i), tokenizer)
+            features = collator([{"input_ids": sequence} for sequence in ids.tolist()])
+            with autocast():
                 loss = model(input_ids=features["input_ids"].to(device), token_type_ids=segments.to(device),
                              labels=features["labels"].to(device), next_sentence_label=next_labels.to(device)).loss
-            else:
-                loss = pretraining_loss(model, ids, segments, next_labels, tokenizer, 0.15, generator, device)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    else:  # as crossdisc.pretrain.pretrain trains
+        model = pretraining_model(config, device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        hp = {**DEFAULTS, "max_length": length, "max_predictions": max_predictions(length)}
 
-    step(0)  # warm-up, untimed
+        def train_step(batch):
+            with autocast():
+                loss = pretraining_loss(model, batch)
+            loss.backward()
+            return loss.detach()
+
+        run_step = accel.micro_batch_runner(train_step, model, device, hp["cuda_graphs"])
+        fixed_width = accel.fixed_batch_width(device, hp["cuda_graphs"])
+
+        def step(i):
+            seed_step(0, i)
+            batch = masked_batch(batch_of(i), tokenizer, hp, length, 0, i, pad_to_length=fixed_width)
+            run_step(to_device(batch, device))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=False)
+
+    step(0)  # warm-up (and on a GPU, the recording of the graph), untimed
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.time()
@@ -83,45 +161,111 @@ def contender(name, args, queue):
         step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((args.steps * args.batch_size / (time.time() - started), peak))
+    return args.steps * args.batch_size / (time.time() - started), peak_memory(device)
+
+
+def run_trainer(args, length):
+    import tempfile
+
+    from transformers import (BertForPreTraining, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
+                              TrainingArguments)
+
+    device, tokenizer, config = setting(args)
+    examples = []
+    for a, b, is_random_next in pairs(tokenizer, length, args.batch_size * (args.steps + 1)):
+        ids = [tokenizer.cls_token_id, *a, tokenizer.sep_token_id, *b, tokenizer.sep_token_id]
+        examples.append({"input_ids": ids, "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
+                         "next_sentence_label": int(is_random_next)})
+
+    class Clock(TrainerCallback):
+        """The times at the end of the first step (the warm-up) and of the latest."""
+
+        def __init__(self):
+            self.times = []
+
+        def on_step_end(self, arguments, state, control, **kwargs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            self.times = [*self.times[:1], time.time()]
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        training = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=args.steps + 1, learning_rate=1e-4,
+            logging_strategy="no", save_strategy="no", report_to=[], use_cpu=device.type == "cpu",
+            bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), dataloader_num_workers=0, seed=0,
+            disable_tqdm=True)
+        Trainer(model=BertForPreTraining(config), args=training, train_dataset=examples, callbacks=[clock],
+                data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)).train()
+    first, last = clock.times
+    return args.steps * args.batch_size / (last - first), peak_memory(device)
+
+
+def measure(name, args, length):
+    """contender() in a fresh process, so that none inherits another's state (allocator, caches)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    process = context.Process(target=contender, args=(name, args, length, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"{name} failed at length {length} (exit code {process.exitcode})")
+    return queue.get()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    on_gpu = torch.cuda.is_available()
     parser.add_argument("--tokenizer", help="model directory whose tokenizer is used (default: the packaged MiniLM)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps, after one untimed")
+    parser.add_argument("--batch-size", type=int, default=256 if on_gpu else 32)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512] if on_gpu else [128])
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
+    parser.add_argument("--device", default="cuda" if on_gpu else "cpu")
     parser.add_argument("--results-dir", default=record.RESULTS, help="where the results file is written")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.tokenizer = args.tokenizer or default_model()
     torch.set_num_threads(os.cpu_count())  # as each contender does
-    print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size} x "
-          f"{args.length}, {args.steps} steps, {hardware(args.device)}")
-    context = multiprocessing.get_context("spawn")
-    results = {}
-    for name in ("huggingface", "crossdisc"):
-        queue = context.Queue()
-        process = context.Process(target=contender, args=(name, args, queue))
-        process.start()
-        results[name] = queue.get()
-        process.join()
-        speed, peak = results[name]
-        print(f"  {name:12s} {speed:8.1f} sequences/s   peak {'GPU ' if args.device == 'cuda' else ''}memory {peak:8.0f} MiB")
-    (theirs, their_peak), (ours, our_peak) = results["huggingface"], results["crossdisc"]
-    print(f"crossdisc / huggingface = {ours / theirs:.2f}x")
+    peak = bf16_peak_tflops(torch.cuda.get_device_name()) if args.device == "cuda" else None
+    print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size}, "
+          f"{args.steps} steps after one untimed, {hardware(args.device)}"
+          + (f" (bf16 dense peak {peak} TFLOP/s)" if peak else ", no MFU (not a GPU of BF16_PEAK_TFLOPS)"
+             if args.device == "cuda" else ""))
+    _, tokenizer, config = setting(args)
     memory = "peak GPU memory" if args.device == "cuda" else "peak memory"
-    columns = ["model", "Hugging Face seq/s", "crossdisc seq/s", "ratio", f"{memory} (HF / ours)"]
-    row = [f"{args.layers} layers x {args.hidden}, batch {args.batch_size} x {args.length}, {args.steps} steps",
-           f"{theirs:.1f}", f"{ours:.1f}", f"{ours / theirs:.2f}x", f"{their_peak:.0f} / {our_peak:.0f} MiB"]
-    print(f"written to {record.save('pretrain_throughput', args.device, argv, columns, [row], (), args.results_dir)}")
+    rows, hours = [], {}
+    for length in args.lengths:
+        flops = training_flops_per_sequence(args.hidden, args.layers, config.intermediate_size, config.vocab_size,
+                                            length, max_predictions(length))
+        print(f"length {length} ({max_predictions(length)} predictions, {flops / 1e9:.1f} GFLOP per sequence):")
+        speeds = {}
+        for name in args.contenders:
+            result = measure(name, args, length)
+            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name]]
+            if result is None:
+                print(f"  {CONTENDERS[name]:18s} out of GPU memory")
+                rows.append(row + ["out of memory", "", "", "", ""])
+                continue
+            speed, peak_mib = speeds[name] = result
+            mfu = f"{100 * speed * flops / (peak * 1e12):.1f}%" if peak else "-"
+            hours[name, length] = 1e6 * args.batch_size / speed / 3600
+            ratios = " / ".join(f"{speed / speeds[other][0]:.2f}x" if other in speeds else "-"
+                                for other in ("huggingface", "trainer")) if name == "crossdisc" else ""
+            print(f"  {CONTENDERS[name]:18s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
+                  f"1M steps {hours[name, length]:8.1f} h" + (f"   (c)/(a) / (c)/(b) = {ratios}" if ratios else ""))
+            rows.append(row + [f"{speed:.1f}", ratios, f"{peak_mib:.0f} MiB", mfu, f"{hours[name, length]:.1f}"])
+    notes = ["Sequences per second after one untimed step; MFU against the GPU's bf16 dense peak, with BERT's "
+             "model FLOPs for every contender; hours for 1M steps at that batch and length."]
+    if ("crossdisc", 128) in hours and ("crossdisc", 512) in hours:
+        schedule = 0.9 * hours["crossdisc", 128] + 0.1 * hours["crossdisc", 512]
+        notes.append(f"BERT's schedule (90% of 1M steps at 128, 10% at 512) with (c): {schedule:.1f} h.")
+        print(notes[-1])
+    columns = ["model, batch x length", "contender", "sequences/s", "(c)/(a) / (c)/(b)", memory, "MFU",
+               "hours for 1M steps"]
+    print(f"written to {record.save('pretrain_throughput', args.device, argv, columns, rows, notes, args.results_dir)}")
     return 0
 
 

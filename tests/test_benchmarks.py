@@ -24,19 +24,33 @@ def test_every_contender_trains_on_the_same_task(tiny_bert, tokenizer, tmp_path)
         assert speed > 0 and 0 <= accuracy <= 1
 
 
-def test_both_pretraining_contenders_train(tiny_bert):
+def test_every_pretraining_contender_trains(tiny_bert):
     import argparse
     import queue
 
     import pretrain_throughput
 
-    args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, length=32, hidden=64, layers=1,
-                              device="cpu")
-    for name in ("huggingface", "crossdisc"):
+    args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, hidden=64, layers=1, device="cpu")
+    for name in pretrain_throughput.CONTENDERS:
         results = queue.Queue()
-        pretrain_throughput.contender(name, args, results)
+        pretrain_throughput.contender(name, args, 32, results)
         speed, peak = results.get()
         assert speed > 0 and peak > 0
+
+
+def test_model_flops_and_gpu_peaks_of_the_pretraining_benchmark():
+    import pretrain_throughput as bench
+
+    # BERT-base at 128 with 20 predictions, by hand: a layer 2*128*(4*768^2 + 2*768*3072) + 4*128^2*768
+    # = 1,862,270,976; pooler and NSP 2*(768^2 + 2*768) = 1,182,720; MLM head 2*20*(768^2 + 768*30522)
+    # = 961,228,800; forward 12 layers + heads = 23,309,663,232; x3 with the backward
+    assert bench.training_flops_per_sequence(768, 12, 3072, 30522, 128, 20) == 69_928_989_696
+    assert bench.max_predictions(128) == 20 and bench.max_predictions(512) == 80 and bench.max_predictions(32) == 5
+    names = ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 PCIe", "NVIDIA H200 NVL",
+             "Tesla T4")
+    peaks = {name: bench.bf16_peak_tflops(name) for name in names}
+    assert peaks == {"NVIDIA H100 80GB HBM3": 989, "NVIDIA H200": 989, "NVIDIA A100-SXM4-80GB": 312,
+                     "NVIDIA H100 PCIe": None, "NVIDIA H200 NVL": None, "Tesla T4": None}
 
 
 def test_the_preprocessing_benchmark_runs_both_parts(tiny_bert, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """BERT's pre-training data and heads: next-sentence pairs cut from documents as
-create_pretraining_data.py cuts them, the two sequence lengths, and checkpoints that carry the
-pooler the next-sentence task trains into fine-tuning."""
+create_pretraining_data.py cuts them, the two sequence lengths, its masking (a fixed number of
+predictions per sequence) and run_pretraining.py's loss, and checkpoints that carry the pooler the
+next-sentence task trains into fine-tuning."""
 
 import random
 from collections import Counter
@@ -140,3 +141,122 @@ def test_a_masked_lm_only_state_is_refused(tmp_path, tiny_bert):
     with pytest.raises(InputError, match="not a state of this series' model"):
         pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert), tiny_bert, ARCH, tmp_path / "step-2", 2, 2, PRETRAIN_HP,
                           previous_dir=previous)
+
+
+def padded_rows(tokenizer, lengths, width):
+    """Rows [CLS] 1000 1001 ... [SEP] of the given lengths, padded to width."""
+    ids = torch.full((len(lengths), width), tokenizer.pad_token_id)
+    for row, length in enumerate(lengths):
+        words = range(1000, 1000 + length - 2)
+        ids[row, :length] = torch.tensor([tokenizer.cls_token_id, *words, tokenizer.sep_token_id])
+    return ids
+
+
+def test_each_sequence_predicts_bert_s_number_of_positions_never_a_special_token(tokenizer):
+    # create_pretraining_data.py: min(max_predictions_per_seq, max(1, round(len(tokens) * 0.15))),
+    # Python's round (half to even: 30 tokens, 4.5 -> 4), [CLS] and [SEP] counted but never chosen
+    expected = {2: 0, 3: 1, 4: 1, 7: 1, 10: 2, 30: 4, 37: 6, 128: 19, 200: 20}
+    ids = padded_rows(tokenizer, list(expected), 210)
+    attention = ids != tokenizer.pad_token_id
+    corrupted, positions, targets, weights = pretrain_data.mask_tokens(ids, attention, tokenizer, 0.15, 20, seed=5,
+                                                                       step=7)
+    assert positions.shape == targets.shape == weights.shape == (len(expected), 20)
+    assert weights.sum(1).tolist() == list(expected.values())
+    for row, length in enumerate(expected):
+        count = expected[length]
+        chosen = positions[row, :count]
+        assert chosen.tolist() == sorted(set(chosen.tolist()))  # distinct, in order, as BERT's
+        assert ((chosen > 0) & (chosen < length - 1)).all()  # never [CLS], the [SEP]s or padding
+        assert targets[row, :count].tolist() == ids[row, chosen].tolist()
+        assert positions[row, count:].eq(0).all() and targets[row, count:].eq(0).all()  # BERT's padding slots
+        changed = (corrupted[row] != ids[row]).nonzero().flatten().tolist()
+        assert set(changed) <= set(chosen.tolist())
+
+
+def test_a_slice_of_a_batch_masks_as_the_whole_batch_does_at_any_width(tokenizer):
+    documents = numbered_documents(20, 10)
+    hp = {**pretrain.DEFAULTS, "max_length": 64, "batch_size": 8, "max_predictions": 5}
+    pairs = pretrain_data.Batches(documents, hp, seed=3)(4)
+    whole = pretrain_data.masked_batch(pairs, tokenizer, hp, 64, seed=3, step=4)
+    part = pretrain_data.masked_batch(pairs, tokenizer, hp, 80, seed=3, step=4, rows=range(3, 6), pad_to_length=True)
+    assert part["input_ids"].shape == (3, 80) and whole["input_ids"].shape[1] <= 64
+    width = whole["input_ids"].shape[1]
+    for key, tensor in whole.items():
+        if key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert torch.equal(part[key][:, :width], tensor[3:6]) and not part[key][:, width:].any()
+        elif key in ("predictions", "sequences"):  # the whole batch's counts, in every part
+            assert torch.equal(part[key], tensor)
+        else:
+            assert torch.equal(part[key], tensor[3:6])
+    assert whole["predictions"] == whole["masked_weights"].sum() and whole["sequences"] == 8
+    lengths = whole["attention_mask"].sum(1).tolist()
+    assert whole["masked_weights"].sum(1).tolist() == [min(5, round(0.15 * n)) for n in lengths]
+    assert min(lengths) < 30 < max(lengths)  # short pairs (a document's end) and full ones
+    other_step = pretrain_data.masked_batch(pairs, tokenizer, hp, 64, seed=3, step=5)
+    assert not torch.equal(other_step["masked_positions"], whole["masked_positions"])
+
+
+def test_the_long_phase_has_its_own_number_of_predictions():
+    hp = {**pretrain.DEFAULTS, "max_length": 128, "long_max_length": 512, "long_from_step": 9}
+    assert (pretrain_data.max_predictions(hp, 128), pretrain_data.max_predictions(hp, 512)) == (20, 80)
+
+
+def model_inputs(batch):
+    return {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def tiny_model_and_pairs(tokenizer):
+    """A tiny BertForPreTraining (evaluation mode: no dropout) and 8 pairs of at most 40 tokens."""
+    from transformers import BertConfig
+
+    documents = numbered_documents(20, 10)
+    hp = {**pretrain.DEFAULTS, "max_length": 40, "batch_size": 8, "max_predictions": 6}
+    torch.manual_seed(0)
+    model = pretrain.pretraining_model(BertConfig(vocab_size=len(tokenizer), **ARCH), torch.device("cpu")).eval()
+    pairs = pretrain_data.Batches(documents, hp, seed=1)(0)
+    return model, pairs, hp
+
+
+def test_the_loss_is_bert_s_weighted_mean_over_the_predicted_positions(tokenizer):
+    model, pairs, hp = tiny_model_and_pairs(tokenizer)
+    batch = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0)
+    output = model(**model_inputs(batch))  # Hugging Face's scores at every position
+    rows = torch.arange(8).unsqueeze(1)
+    log_probs = output.prediction_logits[rows, batch["masked_positions"]].log_softmax(-1)
+    nll = -log_probs.gather(-1, batch["masked_targets"].unsqueeze(-1)).squeeze(-1)
+    weights = batch["masked_weights"]
+    masked_lm = (weights * nll).sum() / (weights.sum() + 1e-5)  # run_pretraining.py's get_masked_lm_output
+    next_sentence = torch.nn.functional.cross_entropy(output.seq_relationship_logits, batch["next_sentence_labels"])
+    assert 0 < weights.sum() < weights.numel()  # some rows have unused slots
+    assert pretrain.pretraining_loss(model, batch).item() == pytest.approx((masked_lm + next_sentence).item(), rel=1e-6)
+
+    # rows split across processes: each divides by the whole batch's counts, and the parts add up
+    parts = [pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0, rows=rows)
+             for rows in (range(0, 3), range(3, 8))]
+    assert sum(pretrain.pretraining_loss(model, part) for part in parts).item() == pytest.approx(
+        (masked_lm + next_sentence).item(), rel=1e-5)
+
+
+def test_padding_every_batch_to_the_sequence_length_leaves_the_loss_as_it_is(tokenizer):
+    model, pairs, hp = tiny_model_and_pairs(tokenizer)
+    longest = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0)
+    fixed = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0, pad_to_length=True)
+    assert longest["input_ids"].shape[1] < fixed["input_ids"].shape[1] == 48
+    loss = pretrain.pretraining_loss(model, longest).item()
+    assert pretrain.pretraining_loss(model, fixed).item() == pytest.approx(loss, abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_graphed_step_trains_as_the_eager_one(tmp_path, tiny_bert, capfd):
+    """On a GPU, in fp32 and without dropout: steps replayed as CUDA graphs (batches padded to the
+    sequence length, both phases) give the losses of eager steps (batches padded to their longest)."""
+    corpus = prepared_corpus(tmp_path, tiny_bert)
+    architecture = {**ARCH, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    hp = {**PRETRAIN_HP, "precision": "fp32", "long_max_length": 48, "long_from_step": 6}
+    curves = {}
+    for graphs in (True, False):
+        out = tmp_path / f"graphs-{graphs}"
+        pretrain.pretrain(corpus, tiny_bert, architecture, out, 10, 10, {**hp, "cuda_graphs": graphs}, device="cuda")
+        curves[graphs] = [point["loss"] for point in torch.load(out / pretrain.STATE_FILE, weights_only=True)["curve"]]
+    assert "CUDA graphs off" not in capfd.readouterr().err
+    np.testing.assert_allclose(curves[True], curves[False], rtol=1e-3)

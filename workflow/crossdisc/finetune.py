@@ -28,7 +28,7 @@ from .errors import InputError
 from .files import atomic_path, write_text
 from .models import build_classifier
 from .training import (StepLog, autocast_for, data_generator, load_state, pick_device, save_state, seed_step,
-                       uses_bf16)
+                       to_device, uses_bf16)
 
 DEFAULTS = {
     "lr": 1e-5, "batch_size": 32, "grad_accum": 1, "epochs": 3, "max_steps": None, "weight_decay": 0.0,
@@ -81,11 +81,8 @@ def collate(rows, table, device, multiple=1):
         ids[i, : len(seq)] = seq
         mask[i, : len(seq)] = 1
         types[i, : len(seq_types)] = seq_types
-    batch = {"input_ids": table[torch.from_numpy(ids)], "attention_mask": torch.from_numpy(mask),
-             "token_type_ids": torch.from_numpy(types)}
-    if device.type == "cuda":
-        batch = {k: v.pin_memory() for k, v in batch.items()}
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return to_device({"input_ids": table[torch.from_numpy(ids)], "attention_mask": torch.from_numpy(mask),
+                      "token_type_ids": torch.from_numpy(types)}, device)
 
 
 def predict(model, frame, table, kind, batch_size, device, autocast):

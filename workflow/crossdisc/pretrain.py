@@ -9,11 +9,13 @@ one is never recomputed, and a killed job resumes from its last saved state.
 The recipe of Devlin et al. (2019) and Google's create_pretraining_data.py: a sequence is
 [CLS] A [SEP] B [SEP], A consecutive sentences of a document and B, half the time, the sentences
 that follow them, else sentences of another, random document; the pooled [CLS] output learns to
-tell which (next-sentence prediction), so checkpoints carry a trained pooler. 15% of the non-special
-tokens selected, of those 80% [MASK], 10% a random token, 10% kept; AdamW with linear warm-up and
-linear decay. Sequences hold up to `max_length` tokens, and `long_max_length` from step
-`long_from_step` on (BERT: 128, then 512 for the last 10% of steps, which is what trains the
-position embeddings past 128). The MLM output layer is computed only at the selected positions.
+tell which (next-sentence prediction), so checkpoints carry a trained pooler. 15% of a sequence's
+tokens are predicted, at most `max_predictions` of them (BERT: 20 at length 128), of those 80%
+[MASK], 10% a random token, 10% kept; AdamW with linear warm-up and linear decay. Sequences hold up
+to `max_length` tokens, and `long_max_length` from step `long_from_step` on (BERT: 128, then 512,
+with 80 predictions, for the last 10% of steps, which is what trains the position embeddings past
+128). The MLM output layer is computed only at the predicted positions, as BERT's own code does. On
+a GPU each phase's step has one shape and is replayed as a CUDA graph (crossdisc.accel).
 The text comes tokenised and deduplicated from `crossdisc prepare-corpus` (crossdisc.corpus).
 """
 
@@ -24,44 +26,39 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import distributed
+from . import accel, distributed
 from .corpus import read_documents
 from .errors import InputError
 from .files import atomic_dir
 from .models import load_tokenizer
-from .pretrain_data import Batches, collate, mask_tokens
-from .training import StepLog, autocast_for, load_state, pick_device, save_state, seed_step
+from .pretrain_data import Batches, masked_batch
+from .training import StepLog, autocast_for, load_state, pick_device, save_state, seed_step, to_device
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
-            "mask_probability": 0.15, "short_seq_probability": 0.1, "checkpoint_every": 500}
+            "mask_probability": 0.15, "max_predictions": 20, "long_max_predictions": 80,
+            "short_seq_probability": 0.1, "checkpoint_every": 500, "precision": "bf16", "cuda_graphs": True}
 STATE_FILE = "training_state.pt"
 
 
-def pretraining_loss(model, ids, segments, next_labels, tokenizer, probability, generator, device, rows=None):
-    """Masked-LM plus next-sentence loss of a BertForPreTraining on a padded batch, with the MLM
-    output layer (hidden x vocabulary, the largest matrix of a small BERT) applied only at selected
-    positions. With `rows` (a data-parallel process's share, a range), the batch is still masked
-    whole, so the draws do not depend on the process, and the loss is this process's part of the
-    batch's: sums over its rows divided by the whole batch's counts (selected positions, sequences),
-    so that the processes' parts add up to the loss of one process training on the whole batch."""
-    attention = ids != tokenizer.pad_token_id
-    special = ~attention | (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
-    corrupted, chosen, targets = mask_tokens(ids, special, tokenizer.mask_token_id, len(tokenizer), probability, generator)
-    predictions, sequences, weight = len(targets), len(ids), 1.0
-    if rows is not None:
-        if not rows:  # an epoch's short last batch left this process no rows: a row at weight 0 keeps it in step
-            rows, weight = range(1), 0.0
-        mine = slice(rows.start, rows.stop)
-        corrupted, attention, segments, chosen, next_labels = (
-            t[mine] for t in (corrupted, attention, segments, chosen, next_labels))
-        targets = ids[mine][chosen]
-    encoded = model.bert(input_ids=corrupted.to(device), attention_mask=attention.to(device),
-                         token_type_ids=segments.to(device))
-    words = model.cls.predictions(encoded.last_hidden_state[chosen.to(device)])
+def pretraining_loss(model, batch):
+    """BERT's loss (run_pretraining.py) of a BertForPreTraining on a batch of masked_batch: the masked
+    LM's mean negative log-likelihood over the predicted positions, sum(weight * nll) /
+    (predictions + 1e-5), plus the next-sentence cross-entropy's mean over the sequences. The MLM
+    output layer (hidden x vocabulary, the largest matrix of a small BERT) runs at the (rows,
+    max_predictions) predicted positions only. The means divide by the whole batch's counts
+    (`predictions`, `sequences`), so that the losses of processes that each train on some of the
+    batch's rows add up to the loss of one process training on all of them."""
+    encoded = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         token_type_ids=batch["token_type_ids"])
+    hidden = encoded.last_hidden_state
+    positions = batch["masked_positions"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+    words = model.cls.predictions(hidden.gather(1, positions))
+    nll = torch.nn.functional.cross_entropy(words.flatten(0, 1).float(), batch["masked_targets"].flatten(),
+                                            reduction="none")
     next_sentence = model.cls.seq_relationship(encoded.pooler_output)
-    sum_of = torch.nn.functional.cross_entropy
-    return weight * (sum_of(words.float(), targets.to(device), reduction="sum") / predictions
-                     + sum_of(next_sentence.float(), next_labels.to(device), reduction="sum") / sequences)
+    next_nll = torch.nn.functional.cross_entropy(next_sentence.float(), batch["next_sentence_labels"], reduction="sum")
+    return ((batch["masked_weights"].flatten() * nll).sum() / (batch["predictions"] + 1e-5)
+            + next_nll / batch["sequences"])
 
 
 class PretrainingLoss(torch.nn.Module):
@@ -72,16 +69,16 @@ class PretrainingLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, *args, **kwargs):
-        return pretraining_loss(self.model, *args, **kwargs)
+    def forward(self, batch):
+        return pretraining_loss(self.model, batch)
 
 
 def pretraining_model(config, device):
     """A BertForPreTraining (encoder with pooler, MLM and NSP heads) of `config` initialised from
-    scratch on `device`, in training mode."""
+    scratch on `device`, in training mode, with PyTorch's fused attention (sdpa)."""
     from transformers import BertForPreTraining
 
-    return BertForPreTraining(config).to(device).train()
+    return BertForPreTraining._from_config(config, attn_implementation="sdpa").to(device).train()
 
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
@@ -93,7 +90,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     hp = {**DEFAULTS, **hparams}
     ranks, device = distributed.start(pick_device(device))  # under torchrun: this process's rank and GPU
     ranks.check_batch(hp["batch_size"])
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, hp["precision"])
     tokenizer = load_tokenizer(tokenizer_dir)
 
     longest = max(hp["max_length"], hp.get("long_max_length", 0))
@@ -113,6 +110,19 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     step_loss = PretrainingLoss(model)
     if ranks.size > 1:  # averages the processes' gradients in the backward pass (the buffers are constants)
         step_loss = DistributedDataParallel(step_loss, forward_sync_buffers=False)
+
+    def train_step(batch):
+        """Forward, loss and backward of this process's rows of a step's batch; returns their loss."""
+        with autocast():
+            loss = step_loss(batch)
+        (loss * ranks.size).backward()  # DDP averages the processes' gradients: times their number, the sum
+        return loss.detach()
+
+    # One process: the step recorded as a CUDA graph on a GPU. Several: eager, as DDP's gradient
+    # exchange runs from autograd hooks that a replayed graph would not call.
+    cuda_graphs = hp["cuda_graphs"] and ranks.size == 1
+    run_step = accel.micro_batch_runner(train_step, model, device, cuda_graphs)  # speed only
+    fixed_width = accel.fixed_batch_width(device, cuda_graphs)
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
@@ -136,17 +146,17 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train",
                     disable=not ranks.main)
     while at < step:
-        ids, segments, next_labels = collate(batches(at), tokenizer)  # the step's whole batch, in every process
-        generator = seed_step(seed, at)  # masking and dropout depend on (seed, step): a resumed chain is exact
-        with autocast():
-            loss = step_loss(ids, segments, next_labels, tokenizer, hp["mask_probability"], generator, device,
-                             ranks.rows(len(ids)))
-        (loss * ranks.size).backward()  # DDP averages the gradients of the processes' parts: times size, their sum
+        # dropout depends on (seed, step, process), masking on (seed, step, row): a resumed chain is exact
+        seed_step(seed, at, ranks.rank)
+        length, _ = batches.phase(at)
+        pairs = batches(at)  # the step's whole batch, the same in every process
+        batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), pad_to_length=fixed_width)
+        loss = run_step(to_device(batch, device))
         optimizer.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=False)  # in place: recorded graphs add into the same tensors
         at += 1
-        curve.add({"step": at, "loss": ranks.sum(loss.detach())})
+        curve.add({"step": at, "loss": ranks.sum(loss)})
         if progress.update(1):  # tqdm refreshed the bar: show the latest loss read
             progress.set_postfix(loss=f"{curve.read()[-1]['loss']:.3f}", refresh=False)
         if ranks.main and state_path and at % hp["checkpoint_every"] == 0 and at < step:

@@ -1,6 +1,7 @@
 """Pre-training batches: BERT's sentence pairs cut from a prepared corpus, their masking and
-collation, each step's batch a function of (seed, step) only (see Batches), so that a resumed,
-chained or multi-process run trains on exactly the batches of one uninterrupted run."""
+collation, each step's batch a function of (seed, step) only (see Batches) and each sequence's
+masking of (seed, step, row) (see mask_tokens), so that a resumed, chained or multi-process run
+trains on exactly the batches of one uninterrupted run."""
 
 import math
 import random
@@ -94,24 +95,81 @@ class Batches:
                 for c in self.order[1][position * size:(position + 1) * size]]
 
 
-def mask_tokens(ids, special, mask_id, vocab_size, probability, generator):
-    """BERT masking: returns the corrupted ids, the selected positions and their original ids."""
-    chosen = (torch.rand(ids.shape, generator=generator) < probability) & ~special
-    action = torch.rand(ids.shape, generator=generator)
+# Tells the masking's seeds ([seed, step, row, MASKING]) from Batches' ([seed, length, epoch]).
+MASKING = 1
+
+
+def prediction_counts(ids, attention, tokenizer, probability, max_predictions):
+    """How many tokens each row of a padded batch predicts (create_pretraining_data.py's
+    num_to_predict): min(max_predictions, max(1, round(n * probability))), n the row's length with
+    [CLS] and [SEP] (as BERT counts), and at most its tokens other than those."""
+    special = (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
+    lengths, candidates = attention.sum(1).tolist(), (attention & ~special).sum(1).tolist()
+    return [min(max_predictions, max(1, round(n * probability)), c) for n, c in zip(lengths, candidates)]
+
+
+def mask_tokens(ids, attention, tokenizer, probability, max_predictions, seed, step, first_row=0):
+    """BERT's masking (create_pretraining_data.py's create_masked_lm_predictions) of a padded batch
+    (`attention`: its real tokens). Each row predicts prediction_counts of its tokens other than
+    [CLS] and [SEP], chosen at random; of those 80% become [MASK], 10% a random token, 10% stay. Row
+    i draws from a generator of (seed, step, first_row + i) alone, so a slice of a batch (first_row:
+    the index of its first row in the whole batch) masks as the whole batch does, padded to any
+    width. Returns the corrupted ids and (rows, max_predictions) tensors of the predicted positions,
+    their original ids and their weights: 1, and 0 for the unused slots (position 0, id 0, as BERT
+    pads them)."""
+    special = (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
     corrupted = ids.clone()
-    corrupted[chosen & (action < 0.8)] = mask_id
-    randomise = chosen & (action >= 0.8) & (action < 0.9)
-    corrupted[randomise] = torch.randint(vocab_size, ids.shape, generator=generator)[randomise]
-    return corrupted, chosen, ids[chosen]
+    positions = torch.zeros((len(ids), max_predictions), dtype=torch.long)
+    targets, weights = torch.zeros_like(positions), torch.zeros(positions.shape)
+    counts = prediction_counts(ids, attention, tokenizer, probability, max_predictions)
+    selectable = (attention & ~special).numpy()
+    for row, (tokens, count, selectable_in_row) in enumerate(zip(ids.numpy(), counts, selectable)):
+        rng = np.random.default_rng([seed, step, first_row + row, MASKING])
+        chosen = np.sort(rng.permutation(np.flatnonzero(selectable_in_row))[:count])
+        action, random_words = rng.random(count), rng.integers(len(tokenizer), size=count)
+        replaced = np.where(action < 0.8, tokenizer.mask_token_id, np.where(action < 0.9, random_words, tokens[chosen]))
+        corrupted[row, chosen] = torch.from_numpy(replaced)
+        positions[row, :count] = torch.from_numpy(chosen)
+        targets[row, :count] = torch.from_numpy(tokens[chosen])
+        weights[row, :count] = 1.0
+    return corrupted, positions, targets, weights
 
 
-def collate(pairs, tokenizer):
-    """Padded tensors of a batch of pairs: the ids of [CLS] A [SEP] B [SEP], their token type
-    (segment) ids and the next-sentence labels (0: B follows A, 1: B is random)."""
+def collate(pairs, tokenizer, width=None):
+    """Padded tensors of a batch of pairs, to `width` or else to the longest: the ids of
+    [CLS] A [SEP] B [SEP], their token type (segment) ids and the next-sentence labels (0: B follows
+    A, 1: B is random)."""
     sequences = [[tokenizer.cls_token_id, *a, tokenizer.sep_token_id, *b, tokenizer.sep_token_id] for a, b, _ in pairs]
-    ids = torch.full((len(pairs), max(map(len, sequences))), tokenizer.pad_token_id)
+    ids = torch.full((len(pairs), width or max(map(len, sequences))), tokenizer.pad_token_id)
     segments = torch.zeros_like(ids)
     for i, (sequence, (a, _, _)) in enumerate(zip(sequences, pairs)):
         ids[i, : len(sequence)] = torch.as_tensor(sequence)
         segments[i, len(a) + 2: len(sequence)] = 1
     return ids, segments, torch.tensor([int(is_random_next) for _, _, is_random_next in pairs])
+
+
+def max_predictions(hp, length):
+    """Masked positions per sequence of `length` tokens: long_max_predictions in the long_max_length
+    phase, else max_predictions (BERT: 20 at 128, 80 at 512)."""
+    return hp["long_max_predictions"] if length == hp.get("long_max_length") else hp["max_predictions"]
+
+
+def masked_batch(pairs, tokenizer, hp, length, seed, step, rows=None, pad_to_length=False):
+    """The tensors a pre-training step trains on, from the pairs of step `step`'s batch in its phase
+    of `length` tokens: of its `rows` (a range; a data-parallel process's share; default all),
+    padded to the longest pair of the batch, or to `length` itself (pad_to_length: one shape for the
+    whole phase), masked as mask_tokens does. Keys: the model's input_ids (masked), attention_mask
+    and token_type_ids; masked_positions, masked_targets and masked_weights (rows x
+    max_predictions); next_sentence_labels; and the whole batch's `predictions` and `sequences`,
+    which the loss's means divide by, whichever rows a process trains on."""
+    rows = range(len(pairs)) if rows is None else rows
+    ids, segments, next_labels = collate(pairs, tokenizer, length if pad_to_length else None)
+    attention = ids != tokenizer.pad_token_id
+    predictions = sum(prediction_counts(ids, attention, tokenizer, hp["mask_probability"], max_predictions(hp, length)))
+    mine = slice(rows.start, rows.stop)
+    corrupted, positions, targets, weights = mask_tokens(ids[mine], attention[mine], tokenizer, hp["mask_probability"],
+                                                         max_predictions(hp, length), seed, step, rows.start)
+    return {"input_ids": corrupted, "attention_mask": attention[mine].long(), "token_type_ids": segments[mine],
+            "masked_positions": positions, "masked_targets": targets, "masked_weights": weights,
+            "next_sentence_labels": next_labels[mine], "predictions": torch.tensor(float(predictions)),
+            "sequences": torch.tensor(float(len(pairs)))}

@@ -29,18 +29,25 @@ def autocast_for(device, precision="bf16"):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def to_device(batch, device):
+    """A dict of CPU tensors on `device`; on a GPU copied from pinned memory without blocking, so
+    the CPU prepares the next batch while the GPU trains on this one."""
+    if device.type == "cuda":
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def data_generator(seed, epoch):
     """The generator of an epoch's example order: seeded by (seed, epoch) alone, so a resumed run
     sees exactly the batches an uninterrupted one would."""
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def seed_step(seed, step):
-    """Seed torch's global generators (dropout, on CPU and GPU) for one optimiser step, and return a
-    CPU generator of the same seed for the step's own draws (pre-training's masking): everything
-    random in a step depends on (seed, step) only."""
-    torch.manual_seed(seed * 1_000_003 + step)
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def seed_step(seed, step, process=0):
+    """Seed torch's global generators (dropout, on CPU and GPU) for one optimiser step: everything
+    random in a step depends on (seed, step) only, and on which of a data-parallel run's processes
+    draws (`process`: its rank), so that processes draw different dropout masks."""
+    torch.manual_seed(seed * 1_000_003 + step + process * 2**40)
 
 
 def save_state(path, state):

@@ -5,8 +5,10 @@ this package, and every piece trains exactly as the plain PyTorch it replaces (t
   the [CLS] position its head reads (first_position).
 - `micro_batch_runner(run, model, device, cuda_graphs)`: on a GPU, each micro-batch shape recorded
   once as a CUDA graph and replayed (cuda_graphs), which removes the per-kernel launch work that
-  bounds a BERT-sized step at batch 32; batch widths are rounded to `batch_width_multiple` so that
-  few shapes exist.
+  bounds a BERT-sized step at batch 32. Few shapes exist: fine-tuning rounds batch widths to
+  `batch_width_multiple`; pre-training pads every batch to its phase's sequence length
+  (`fixed_batch_width`) and predicts a fixed number of positions per sequence, so each phase is one
+  shape.
 """
 
 from .cuda_graphs import GraphedMicroBatches
@@ -32,8 +34,15 @@ def batch_width_multiple(device, cuda_graphs):
     return 16 if uses_cuda_graphs(device, cuda_graphs) else 1
 
 
+def fixed_batch_width(device, cuda_graphs):
+    """Whether pre-training pads every batch to its phase's sequence length (one recorded graph per
+    phase) rather than to its longest sequence (less work where each step runs eagerly)."""
+    return uses_cuda_graphs(device, cuda_graphs)
+
+
 def micro_batch_runner(run, model, device, cuda_graphs):
-    """`run(batch, labels)` (forward, loss, backward of a micro-batch) as the loop should call it.
+    """`run(*inputs)` (forward, loss, backward of a micro-batch; inputs are tensors or dicts of
+    tensors) as the loop should call it.
     Graphs add into the gradient tensors they were recorded with: zero them in place
     (zero_grad(set_to_none=False))."""
     if not uses_cuda_graphs(device, cuda_graphs):

@@ -5,18 +5,31 @@ import sys
 import torch
 
 
+def _tensors(inputs):
+    """The tensors of a step's arguments (tensors, or dicts of tensors), in order."""
+    for item in inputs:
+        yield from item.values() if isinstance(item, dict) else (item,)
+
+
+def _copies(inputs):
+    """Arguments of the same structure, holding copies of the tensors: a graph's static inputs."""
+    return [{k: v.clone() for k, v in item.items()} if isinstance(item, dict) else item.clone() for item in inputs]
+
+
 class GraphedMicroBatches:
     """A training micro-batch (forward, loss and backward) recorded as a CUDA graph per batch shape
     and replayed, so a step costs the GPU's work alone instead of the Python and launch overhead of
     some thousand kernels, which bounds an eager BERT-sized step at batch 32. Recording costs one
     eager step per shape, not a compilation.
 
-    `run(batch, labels)` returns the micro-batch's loss and accumulates its gradients into the
-    parameters' `.grad`. The first call of a shape runs eagerly (it is the real step and the warm-up
-    the recording needs), then records. Gradients must be zeroed in place (zero_grad(set_to_none=False)):
-    the graphs add into the gradient tensors that existed when they were recorded. Dropout draws
-    from the CUDA generator at replay, so manual_seed before a step seeds it as in eager mode. A
-    shape that cannot be recorded falls back to eager for the rest of the run, with one message."""
+    `run(*inputs)` (tensors, or dicts of tensors: fine-tuning's batch and labels, pre-training's
+    batch) returns the micro-batch's loss and accumulates its gradients into the parameters' `.grad`;
+    a call returns that loss as a tensor of its own. The first call of a shape runs eagerly (it is the
+    real step and the warm-up the recording needs), then records. Gradients must be zeroed in place
+    (zero_grad(set_to_none=False)): the graphs add into the gradient tensors that existed when they
+    were recorded. Dropout draws from the CUDA generator at replay, so manual_seed before a step seeds
+    it as in eager mode. A shape that cannot be recorded falls back to eager for the rest of the run,
+    with one message."""
 
     def __init__(self, run, parameters):
         self.run, self.parameters, self.graphs = run, list(parameters), {}
@@ -28,40 +41,43 @@ class GraphedMicroBatches:
         """Whether steps are replayed graphs (False once a shape could not be recorded)."""
         return not self.eager
 
-    def __call__(self, batch, labels):
+    def __call__(self, *inputs):
         if self.eager:
-            return self.run(batch, labels)
-        shape = (tuple(batch["input_ids"].shape), labels.dtype)
+            return self.run(*inputs)
+        shape = tuple((tuple(t.shape), t.dtype) for t in _tensors(inputs))
         if shape in self.graphs:
-            graph, static_batch, static_labels, loss = self.graphs[shape]
-            for name, tensor in batch.items():
-                static_batch[name].copy_(tensor)
-            static_labels.copy_(labels)
+            graph, static_inputs, loss = self.graphs[shape]
+            for static, tensor in zip(_tensors(static_inputs), _tensors(inputs)):
+                static.copy_(tensor)
             graph.replay()
-            return loss
+            return loss.clone()  # the next replay overwrites `loss`
         side = torch.cuda.Stream()  # the eager step on a side stream, as recording wants its warm-up
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            loss = self.run(batch, labels)
+            loss = self.run(*inputs)
         torch.cuda.current_stream().wait_stream(side)
-        self._record(shape, batch, labels)
+        self._record(shape, inputs)
         return loss
 
-    def _record(self, shape, batch, labels):
-        static_batch, static_labels = {k: v.clone() for k, v in batch.items()}, labels.clone()
+    def _record(self, shape, inputs):
+        static_inputs = _copies(inputs)
         gradients = [p.grad.data_ptr() if p.grad is not None else None for p in self.parameters]
+        # the graph allocates from its own pool, which cannot use the blocks the eager step left
+        # cached, and CUDA memory cannot be freed while recording: hand them back first (a BERT-base
+        # pre-training step at 256 x 512 leaves tens of GB)
+        torch.cuda.empty_cache()
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, pool=self.pool):
-                loss = self.run(static_batch, static_labels)
+                loss = self.run(*static_inputs)
         except RuntimeError as failed:
             self._check_gradients(gradients)
-            print(f"crossdisc: CUDA graphs off, training eagerly: batch shape {shape[0]} could not be recorded "
-                  f"({str(failed).splitlines()[0]})", file=sys.stderr)
+            print(f"crossdisc: CUDA graphs off, training eagerly: batch shape {[s for s, _ in shape]} could not be "
+                  f"recorded ({str(failed).splitlines()[0]})", file=sys.stderr)
             self.eager = True
             return
         self._check_gradients(gradients)
-        self.graphs[shape] = graph, static_batch, static_labels, loss
+        self.graphs[shape] = graph, static_inputs, loss
 
     def _check_gradients(self, before):
         """Recording must have added into the existing gradient tensors, not replaced them."""
