@@ -14,7 +14,7 @@ tokens selected, of those 80% [MASK], 10% a random token, 10% kept; AdamW with l
 linear decay. Sequences hold up to `max_length` tokens, and `long_max_length` from step
 `long_from_step` on (BERT: 128, then 512 for the last 10% of steps, which is what trains the
 position embeddings past 128). The MLM output layer is computed only at the selected positions.
-The text comes tokenised and deduplicated from `crossdisc prepare-corpus` (crossdisc.corpus).
+The text comes tokenised, deduplicated and sharded from crossdisc.corpus.
 """
 
 import sys
@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed
-from .corpus import read_documents
+from .corpus import PreparedCorpus
 from .errors import InputError
 from .files import atomic_dir
 from .models import load_tokenizer
@@ -86,8 +86,8 @@ def pretraining_model(config, device):
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
              previous_dir=None, state_dir=None, device="auto"):
-    """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus
-    (`crossdisc prepare-corpus`), checked against the tokenizer."""
+    """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus's
+    manifest (`crossdisc gather-corpus`), checked against the tokenizer and read a shard at a time."""
     from transformers import BertConfig
 
     hp = {**DEFAULTS, **hparams}
@@ -132,7 +132,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": at, "curve": curve.read()}
 
-    batches = Batches(read_documents(corpus_path, tokenizer) if at < step else None, hp, seed)
+    batches = Batches(PreparedCorpus(corpus_path, tokenizer) if at < step else None, hp, seed)
     progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train",
                     disable=not ranks.main)
     while at < step:
