@@ -92,13 +92,13 @@ def test_each_document_lands_in_the_shard_of_its_hash_and_duplicates_are_dropped
                                                                     for p in corpus.shard_paths(tmp_path / "corpus.json")]
 
 
-def test_one_shard_or_three_hold_the_same_documents(tmp_path, tokenizer):
+def test_one_shard_or_three_in_two_processes_hold_the_same_documents(tmp_path, tokenizer):
     text, _ = many_documents()
     (tmp_path / "corpus.txt").write_text(text)
 
     def rows(shards):
         manifest = tmp_path / f"{shards}.json"
-        corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, manifest, shards)
+        corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, manifest, shards, workers=min(shards, 2))
         return sorted((row["document"], row["sha256"], row["sentences"])
                       for path in corpus.shard_paths(manifest) for row in pq.read_table(path).to_pylist())
 

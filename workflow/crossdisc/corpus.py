@@ -25,6 +25,7 @@ Sentence pairs are built at training time, where the sequence length is known.
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
 from dataclasses import dataclass
@@ -194,9 +195,9 @@ def shard_names(shards):
     return [f"{shard:05d}" for shard in range(shards)]
 
 
-def prepare_corpus(corpus_path, tokenizer, manifest_path, shards=1):
-    """The three steps in this process, one shard after another (the workflow runs them as jobs):
-    corpus.txt into a manifest at manifest_path and its shards in the directory of its name."""
+def prepare_corpus(corpus_path, tokenizer, manifest_path, shards=1, workers=1):
+    """The three steps without the workflow, the shards tokenised by `workers` processes: corpus.txt
+    into a manifest at manifest_path and its shards in the directory of its name."""
     manifest_path = Path(manifest_path)
     names = shard_names(shards)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,8 +205,13 @@ def prepare_corpus(corpus_path, tokenizer, manifest_path, shards=1):
         text_shards = [Path(tmp) / f"text-{name}.parquet" for name in names]
         split_corpus(corpus_path, text_shards)
         prepared = [manifest_path.with_suffix("") / f"shard-{name}.parquet" for name in names]
-        for text_shard, path in zip(text_shards, prepared):
-            prepare_shard(text_shard, tokenizer, path)
+        jobs = [(text_shard, tokenizer, path) for text_shard, path in zip(text_shards, prepared)]
+        if workers > 1:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                pool.starmap(prepare_shard, jobs)
+        else:
+            for job in jobs:
+                prepare_shard(*job)
     return gather_shards(prepared, manifest_path)
 
 
