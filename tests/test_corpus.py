@@ -73,12 +73,15 @@ def test_documents_are_split_as_bert_reads_them_and_streamed():
     assert next(documents) == ["Early."]  # a document comes out when its blank line is read
 
 
-def test_each_document_lands_in_the_shard_of_its_hash_and_duplicates_are_dropped_across_shards(tmp_path, tokenizer):
+def test_each_document_lands_in_the_shard_of_its_hash_and_duplicates_are_dropped_across_shards(
+        tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setattr(corpus, "TEXT_BUFFER", 100)  # a row group every few documents: repeats fall in others
     text, distinct = many_documents()
     (tmp_path / "corpus.txt").write_text(text)
     manifest = corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "corpus.json", shards=3)
     seen = Counter()
     for shard, path in enumerate(corpus.shard_paths(tmp_path / "corpus.json")):
+        assert pq.ParquetFile(path).num_row_groups > 3
         table = pq.read_table(path).to_pylist()
         assert table, "60 documents leave no shard of three empty"
         assert all(corpus.shard_of(row["sha256"], 3) == shard for row in table)

@@ -44,8 +44,9 @@ TEXT_SCHEMA = pa.schema([pa.field("document", pa.int64()), pa.field("sha256", pa
                          pa.field("sentences", pa.list_(pa.string()))])
 SCHEMA = pa.schema([pa.field("document", pa.int64()), pa.field("sha256", pa.string()),
                     pa.field("sentences", pa.list_(pa.list_(pa.int32())))])
-CHUNK = 2000  # documents tokenised and written per row group
-TEXT_BUFFER = 1 << 20  # characters a text shard buffers before writing them: the splitter holds shards x this
+# characters of text a text shard buffers before writing them as a row group: the splitter holds
+# shards x this, a tokenising job one row group (a book-length document makes a row group of its own)
+TEXT_BUFFER = 1 << 20
 NO_CORPUS = "no corpus file (expected corpus.txt: one sentence per line, blank line between documents)"
 
 
@@ -141,15 +142,17 @@ def split_corpus(corpus_path, out_paths):
 
 
 def prepare_shard(text_shard, tokenizer, out_path):
-    """Tokenise one text shard (`split_corpus`) into a prepared shard, a row group at a time,
-    dropping each document that repeats an earlier one of the shard, and so of the corpus."""
+    """Tokenise one text shard (`split_corpus`) into a prepared shard, a row group at a time (one in,
+    one out), dropping each document that repeats an earlier one of the shard, and so of the corpus."""
     meta = read_meta(text_shard)
     if "tokenizer" in meta:
         raise InputError(text_shard, "already a prepared shard, not a text shard of `crossdisc split-corpus`")
     seen, counts = set(), {"documents": 0, "duplicates_dropped": 0, "sentences": 0, "tokens": 0}
     with atomic_path(out_path) as tmp:
         with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for batch in pq.ParquetFile(text_shard).iter_batches(batch_size=CHUNK):
+            text = pq.ParquetFile(text_shard)
+            for group in range(text.num_row_groups):
+                batch = text.read_row_group(group)
                 rows = [row for row in zip(*(batch.column(name).to_pylist() for name in TEXT_SCHEMA.names))
                         if row[1] not in seen and not seen.add(row[1])]
                 counts["duplicates_dropped"] += batch.num_rows - len(rows)
