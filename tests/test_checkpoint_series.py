@@ -42,7 +42,8 @@ def test_a_trained_series_prepares_its_corpus_once_in_shards(tmp_path, tiny_bert
     config = {**tiny_config("results", tiny_bert), "corpus_shards": 3}
     jobs = plan(tmp_path, write_config(tmp_path / "tiny.yaml", config))
     shards = ("00000", "00001", "00002")
-    assert outputs_of(jobs, "split_corpus") == {f"results/corpus/python-docs/text-{shard}.parquet" for shard in shards}
+    assert outputs_of(jobs, "split_corpus") == {f"results/corpus/python-docs/tiny/text-{shard}.parquet"
+                                                for shard in shards}
     assert outputs_of(jobs, "prepare_corpus") == {f"results/corpus/python-docs/tiny/shard-{shard}.parquet"
                                                   for shard in shards}
     assert outputs_of(jobs, "gather_corpus") == {"results/corpus/python-docs/tiny.json"}

@@ -173,9 +173,9 @@ def test_paths_follow_the_layout(config):
 def test_a_corpus_is_split_into_the_configured_shards_tokenised_per_vocabulary_and_gathered(config):
     grid = Grid({**config, "corpus_shards": 2})
     assert grid.corpus_shards() == ["00000", "00001"]
-    assert grid.corpus_split_inputs(source="python-docs") == {"raw": "results/raw/python-docs"}
+    assert grid.corpus_split_inputs(source="python-docs", vocab="tiny") == {"raw": "results/raw/python-docs"}
     assert grid.corpus_shard_inputs(source="python-docs", vocab="tiny", shard="00001") == {
-        "text": "results/corpus/python-docs/text-00001.parquet", "tokenizer": "results/models/tiny"}
+        "text": "results/corpus/python-docs/tiny/text-00001.parquet", "tokenizer": "results/models/tiny"}
     assert grid.corpus_shards_of(source="python-docs", vocab="tiny") == [
         "results/corpus/python-docs/tiny/shard-00000.parquet", "results/corpus/python-docs/tiny/shard-00001.parquet"]
     assert Grid(config).corpus_shards() == ["00000"]  # the default: one shard

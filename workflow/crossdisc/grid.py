@@ -107,9 +107,10 @@ class Layout:
         self.tokens = f"{results}/tokens/{{task}}/{{vocab}}.parquet"
         self.token_map = f"{results}/token_maps/{{token_map}}/{{task}}/{{vocab}}.parquet"
         self.run_seeded_token_map = f"{results}/token_maps/{{token_map}}/{{task}}/{{vocab}}/seed-{{seed}}.parquet"
-        # a pre-training corpus: corpus.txt split by document (temporary), each shard tokenised per
-        # vocabulary, and the manifest of those shards, which is what pre-training and token maps read
-        self.corpus_text_shard = f"{results}/corpus/{{source}}/text-{{shard}}.parquet"
+        # a pre-training corpus per vocabulary: corpus.txt split by document (temporary; split per
+        # vocabulary, so that re-splitting for one never makes another's shards look outdated), each
+        # shard tokenised, and the manifest of those shards, which pre-training and token maps read
+        self.corpus_text_shard = f"{results}/corpus/{{source}}/{{vocab}}/text-{{shard}}.parquet"
         self.corpus_shard = f"{results}/corpus/{{source}}/{{vocab}}/shard-{{shard}}.parquet"
         self.corpus = f"{results}/corpus/{{source}}/{{vocab}}.json"
         self.run_id = "{experiment}/{task}/{model}/{init}/{token_map}/{fraction}/seed-{seed}"
@@ -394,11 +395,11 @@ class Grid:
         """The names of a corpus's shards (`{shard}` in their paths)."""
         return shard_names(self.config["corpus_shards"])
 
-    def corpus_split_inputs(self, source):
+    def corpus_split_inputs(self, source, vocab):
         return {"raw": self.paths.raw.format(source=source)}
 
     def corpus_shard_inputs(self, source, vocab, shard):
-        return {"text": self.paths.corpus_text_shard.format(source=source, shard=shard),
+        return {"text": self.paths.corpus_text_shard.format(source=source, vocab=vocab, shard=shard),
                 "tokenizer": self.paths.model.format(model=vocab)}
 
     def corpus_shards_of(self, source, vocab):

@@ -1,5 +1,5 @@
-# Pre-training corpora: a source's corpus.txt split by document into shards (one streaming pass),
-# each shard tokenised once per vocabulary with its duplicates dropped (the shard jobs run in
+# Pre-training corpora, per source and vocabulary: corpus.txt split by document into shards (one
+# streaming pass), each shard tokenised with its duplicates dropped (the shard jobs run in
 # parallel), and a manifest of the shards, which pre-training and most-frequent token maps read.
 # All three open the pre-training chain, the DAG's longest path (see pretrain.smk): priority 10.
 
@@ -8,10 +8,10 @@ rule split_corpus:
     input:
         unpack(corpus_split_inputs),
     output:
-        # a copy of corpus.txt: gone once every vocabulary's shards are tokenised
+        # a copy of corpus.txt, each shard gone once it is tokenised
         temp(expand(PATHS.corpus_text_shard, shard=grid.corpus_shards(), allow_missing=True)),
     log:
-        f"{RESULTS}/logs/corpus/{{source}}/split.log",
+        f"{RESULTS}/logs/corpus/{{source}}/{{vocab}}/split.log",
     priority: 10
     conda:
         ENV
