@@ -177,8 +177,8 @@ def test_a_reader_holds_at_most_two_shards_and_loads_each_about_once_an_epoch():
 
 
 def trained_checkpoint(tmp_path, tiny_bert, steps):
-    out = tmp_path / f"step-{steps}"
-    pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert), tiny_bert, ARCH, out, steps, steps, PRETRAIN_HP)
+    out = tmp_path / f"step-{steps}"  # from a corpus of two shards: the loop reads across them
+    pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert, shards=2), tiny_bert, ARCH, out, steps, steps, PRETRAIN_HP)
     return out
 
 
