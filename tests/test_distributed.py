@@ -51,9 +51,10 @@ def losses(checkpoint):
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory, tiny_bert):
-    """The corpus, and the checkpoint of an uninterrupted 2-process run."""
+    """The corpus (two shards: each process reads them as the other does), and the checkpoint of an
+    uninterrupted 2-process run."""
     tmp = tmp_path_factory.mktemp("distributed")
-    corpus = prepared_corpus(tmp, tiny_bert)
+    corpus = prepared_corpus(tmp, tiny_bert, shards=2)
     subprocess.run(pretrain_command(corpus, tiny_bert, tmp / "two", 2), check=True, capture_output=True)
     return corpus, tmp / "two"
 
