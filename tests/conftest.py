@@ -102,16 +102,17 @@ def task_files(tmp_path, tokenizer):
     return token_file, tmp_path / "map.parquet"
 
 
-def prepared_corpus(tmp_path, tokenizer_dir):
-    """Eight documents of twelve sentences, prepared for pre-training (`crossdisc prepare-corpus`)."""
+def prepared_corpus(tmp_path, tokenizer_dir, shards=1):
+    """Eight documents of twelve sentences, prepared for pre-training in `shards` shards (the
+    manifest, as the workflow's split-corpus, prepare-corpus and gather-corpus write it)."""
     from crossdisc.corpus import prepare_corpus
     from crossdisc.models import load_tokenizer
 
     documents = ["\n".join(f"Document {d} sentence {s} talks about the number {d * s} and more." for s in range(12))
                  for d in range(8)]
     (tmp_path / "corpus.txt").write_text("\n\n".join(documents) + "\n")
-    prepare_corpus(tmp_path / "corpus.txt", load_tokenizer(tokenizer_dir), tmp_path / "corpus.parquet")
-    return tmp_path / "corpus.parquet"
+    prepare_corpus(tmp_path / "corpus.txt", load_tokenizer(tokenizer_dir), tmp_path / "corpus.json", shards)
+    return tmp_path / "corpus.json"
 
 
 PRETRAIN_HP = {"max_length": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2}

@@ -66,6 +66,20 @@ def test_the_preprocessing_benchmark_runs_both_parts(tiny_bert, tmp_path, capsys
     assert f"| {speedup:.2f}x |" in (tmp_path / "preprocess_throughput-cpu.md").read_text()
 
 
+def test_the_corpus_benchmark_prepares_and_reads_both_sizes(tiny_bert, tmp_path, capsys):
+    import corpus_scale
+
+    rows = corpus_scale.main(["--tokenizer", str(tiny_bert), "--million-tokens", "0.02", "0.06",
+                              "--shard-million-tokens", "0.02", "--workers", "2", "--batch-size", "16",
+                              "--dir", str(tmp_path), "--results-dir", str(tmp_path)])
+    assert [row[1] for row in rows] == ["1", "3"]  # shards of a fixed size: more of them for the larger corpus
+    assert all(int(row[0].replace(",", "")) >= size for row, size in zip(rows, (20000, 60000)))
+    assert all(float(row[column].split()[0]) > 0 for row in rows for column in (4, 5, 6, 7))
+    assert "prepare" in capsys.readouterr().out
+    assert "| read tokens/s | read peak RSS |" in (tmp_path / "corpus_scale-cpu.md").read_text()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus_scale-cpu.json", "corpus_scale-cpu.md"]
+
+
 def test_a_results_file_keeps_the_latest_run_of_each_command_with_what_measured_it(tmp_path):
     import json
     import os

@@ -23,7 +23,7 @@ def outputs_of(jobs, rule):
 
 def test_a_hub_series_plans_fetch_jobs_not_pretraining(tmp_path, tiny_bert):
     jobs = plan(tmp_path, series_config(tmp_path, tiny_bert))
-    assert not outputs_of(jobs, "pretrain") and not outputs_of(jobs, "prepare_corpus")
+    assert not outputs_of(jobs, "pretrain") and not outputs_of(jobs, "gather_corpus")
     # the two fine-tuned steps, and the first step as the vocabulary of the text task
     assert outputs_of(jobs, "fetch_model") == {"results/models/multiberts@0", "results/models/multiberts@20000",
                                                "results/models/multiberts@2000000"}
@@ -38,7 +38,13 @@ def test_a_hub_series_with_a_tokenizer_shares_that_models_token_files(tmp_path, 
     assert not any("multiberts" in path for path in outputs_of(jobs, "preprocess") | outputs_of(jobs, "token_map"))
 
 
-def test_a_trained_series_prepares_its_corpus_once(tmp_path, tiny_bert):
-    jobs = plan(tmp_path, write_config(tmp_path / "tiny.yaml", tiny_config("results", tiny_bert)))
-    assert outputs_of(jobs, "prepare_corpus") == {"results/corpus/python-docs/tiny.parquet"}
+def test_a_trained_series_prepares_its_corpus_once_in_shards(tmp_path, tiny_bert):
+    config = {**tiny_config("results", tiny_bert), "corpus_shards": 3}
+    jobs = plan(tmp_path, write_config(tmp_path / "tiny.yaml", config))
+    shards = ("00000", "00001", "00002")
+    assert outputs_of(jobs, "split_corpus") == {f"results/corpus/python-docs/tiny/text-{shard}.parquet"
+                                                for shard in shards}
+    assert outputs_of(jobs, "prepare_corpus") == {f"results/corpus/python-docs/tiny/shard-{shard}.parquet"
+                                                  for shard in shards}
+    assert outputs_of(jobs, "gather_corpus") == {"results/corpus/python-docs/tiny.json"}
     assert outputs_of(jobs, "pretrain") == {"results/pretrain/mini-bert/step-0", "results/pretrain/mini-bert/step-3"}

@@ -19,7 +19,7 @@ from crossdisc import pretrain
 
 STEPS = 30
 # Dropout off, so that runs on different numbers of processes train the same function. Batches of 2
-# sequences: a length-48 epoch (27 chunks) ends in a batch of 1, which leaves one process no rows.
+# sequences, one per process, over the switch from length 32 to 48.
 SPEC = {"architecture": {**ARCH, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
         "total_steps": STEPS, "seed": 100,
         "training": {"max_length": 32, "batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "checkpoint_every": 2,
@@ -51,9 +51,10 @@ def losses(checkpoint):
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory, tiny_bert):
-    """The corpus, and the checkpoint of an uninterrupted 2-process run."""
+    """The corpus (two shards: each process reads them as the other does), and the checkpoint of an
+    uninterrupted 2-process run."""
     tmp = tmp_path_factory.mktemp("distributed")
-    corpus = prepared_corpus(tmp, tiny_bert)
+    corpus = prepared_corpus(tmp, tiny_bert, shards=2)
     subprocess.run(pretrain_command(corpus, tiny_bert, tmp / "two", 2), check=True, capture_output=True)
     return corpus, tmp / "two"
 
@@ -65,7 +66,7 @@ def test_two_processes_train_the_weights_of_one_process_on_the_same_batches(two_
     assert one.keys() == both.keys()
     for name in one:
         np.testing.assert_allclose(both[name], one[name], atol=TOLERANCE, rtol=0, err_msg=name)
-    # the loss of every step is the whole batch's, short batches included
+    # the loss of every step is the whole batch's
     assert len(losses(two)) == STEPS
     np.testing.assert_allclose(losses(two), losses(tmp_path / "one"), atol=TOLERANCE, rtol=0)
 

@@ -170,6 +170,17 @@ def test_paths_follow_the_layout(config):
     assert grid.tokens_file("dna", "tiny") == "results/tokens/dna/native.parquet"  # one file per non-text task
 
 
+def test_a_corpus_is_split_into_the_configured_shards_tokenised_per_vocabulary_and_gathered(config):
+    grid = Grid({**config, "corpus_shards": 2})
+    assert grid.corpus_shards() == ["00000", "00001"]
+    assert grid.corpus_split_inputs(source="python-docs", vocab="tiny") == {"raw": "results/raw/python-docs"}
+    assert grid.corpus_shard_inputs(source="python-docs", vocab="tiny", shard="00001") == {
+        "text": "results/corpus/python-docs/tiny/text-00001.parquet", "tokenizer": "results/models/tiny"}
+    assert grid.corpus_shards_of(source="python-docs", vocab="tiny") == [
+        "results/corpus/python-docs/tiny/shard-00000.parquet", "results/corpus/python-docs/tiny/shard-00001.parquet"]
+    assert Grid(config).corpus_shards() == ["00000"]  # the default: one shard
+
+
 def test_each_jobs_inputs(config):
     grid = Grid(config)
     assert grid.preprocess_inputs(task="dna", vocab="native") == {"raw": "results/raw/dna"}
@@ -177,10 +188,10 @@ def test_each_jobs_inputs(config):
         "raw": "results/raw/python-docs", "tokenizer": "results/models/tiny"}
     assert grid.token_map_inputs(token_map="most-frequent", task="dna", vocab="tiny") == {
         "tokens": "results/tokens/dna/native.parquet", "tokenizer": "results/models/tiny",
-        "corpus": "results/corpus/python-docs/tiny.parquet"}
+        "corpus": "results/corpus/python-docs/tiny.json"}
     assert "corpus" not in grid.token_map_inputs(token_map="random-real", task="dna", vocab="tiny")
     assert grid.pretrain_inputs(name="mini-bert", step="0") == {
-        "corpus": "results/corpus/python-docs/tiny.parquet", "tokenizer": "results/models/tiny"}
+        "corpus": "results/corpus/python-docs/tiny.json", "tokenizer": "results/models/tiny"}
     assert grid.pretrain_inputs(name="mini-bert", step="3")["previous"] == "results/pretrain/mini-bert/step-0"
     run = {**grid.runs[-1], "seed": str(grid.runs[-1]["seed"])}  # as wildcards: strings
     assert grid.finetune_inputs(**run) == {"tokens": "results/tokens/dna/native.parquet",

@@ -56,9 +56,9 @@ def test_snakemake_plans_a_finetune_job_for_every_run_of_the_grid(planned, tmp_p
     jobs = plan(tmp_path, PAPER_CONFIG)
     metrics = {path for path, rule in jobs.items() if rule == "finetune" and path.endswith("/metrics.json")}
     assert metrics == {f"{grid.run_dir(run)}/metrics.json" for run in planned}
-    assert {rule for rule in jobs.values()} == {"download", "fetch_model", "prepare_corpus", "preprocess",
-                                                "pretrain", "token_map", "run_seeded_token_map", "finetune",
-                                                "aggregate"}
+    assert {rule for rule in jobs.values()} == {"download", "fetch_model", "split_corpus", "prepare_corpus",
+                                                "gather_corpus", "preprocess", "pretrain", "token_map",
+                                                "run_seeded_token_map", "finetune", "aggregate"}
 
 
 @pytest.fixture(scope="module")

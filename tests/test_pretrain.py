@@ -3,7 +3,9 @@ create_pretraining_data.py cuts them, the two sequence lengths, its masking (a f
 predictions per sequence) and run_pretraining.py's loss, and checkpoints that carry the pooler the
 next-sentence task trains into fine-tuning."""
 
+import gc
 import random
+import weakref
 from collections import Counter
 
 import numpy as np
@@ -19,10 +21,10 @@ from crossdisc.models import build_classifier
 SENTENCE = 4  # tokens per sentence of the synthetic corpus
 
 
-def numbered_documents(n_documents, n_sentences):
-    """Documents whose sentence s of document d is the 4 tokens [1000 + d, 2000 + s, 7, 7], so a
-    pair's segments say which sentences they hold."""
-    tokens = [[1000 + d, 2000 + s, 7, 7] for d in range(n_documents) for s in range(n_sentences)]
+def numbered_documents(n_documents, n_sentences, first=0):
+    """Documents whose sentence s of document d is the 4 tokens [1000 + first + d, 2000 + s, 7, 7],
+    so a pair's segments say which sentences they hold (`first`: a shard's first document)."""
+    tokens = [[1000 + first + d, 2000 + s, 7, 7] for d in range(n_documents) for s in range(n_sentences)]
     return Documents(tokens=np.array(tokens).ravel(),
                      sentence_starts=np.arange(n_documents * n_sentences + 1) * SENTENCE,
                      document_starts=np.arange(n_documents + 1) * n_sentences)
@@ -74,9 +76,9 @@ def test_pairs_are_the_next_sentences_half_the_time_and_another_documents_otherw
 
 
 def test_pairs_of_real_text_are_cut_to_the_sequence_length(tmp_path, tiny_bert, tokenizer):
-    from crossdisc.corpus import read_documents
+    from crossdisc.corpus import PreparedCorpus
 
-    documents = read_documents(prepared_corpus(tmp_path, tiny_bert), tokenizer)
+    documents = PreparedCorpus(prepared_corpus(tmp_path, tiny_bert), tokenizer)[0]
     chunks = pretrain_data.document_chunks(documents, 24, seed=1, short_seq_probability=0.1)
     pairs = [pretrain_data.sentence_pair(documents, chunk, 24, random.Random(i)) for i, chunk in enumerate(chunks.tolist())]
     assert all(a and b and len(a) + len(b) <= 21 for a, b, _ in pairs)
@@ -91,7 +93,7 @@ def test_batches_switch_to_the_long_length_and_depend_on_the_step_alone():
     documents = numbered_documents(40, 12)
     hp = {**pretrain.DEFAULTS, "max_length": 11, "long_max_length": 27, "long_from_step": 6, "batch_size": 8,
           "short_seq_probability": 0.0}
-    batches = pretrain_data.Batches(documents, hp, seed=3)
+    batches = pretrain_data.Batches([documents], hp, seed=3)
     lengths = {step: max(len(a) + len(b) + 3 for a, b, _ in batches(step)) for step in range(12)}
     assert all(lengths[s] <= 11 for s in range(6)) and all(lengths[s] <= 27 for s in range(6, 12))
     assert min(lengths[s] for s in range(6, 12)) > 11
@@ -101,13 +103,85 @@ def test_batches_switch_to_the_long_length_and_depend_on_the_step_alone():
     for step in range(6, 6 + -(-len(chunks) // 8)):
         first_sentences.update(sentences_of(a)[0] for a, _, _ in batches(step))
     assert first_sentences == Counter((d, s - 12 * d) for d, s, _, _ in chunks.tolist())
-    fresh = pretrain_data.Batches(documents, hp, seed=3)
+    fresh = pretrain_data.Batches([documents], hp, seed=3)
     assert fresh(9) == batches(9) and fresh(2) == batches(2)  # in any order, from any process
 
 
+class CountedShards:
+    """Shards of numbered documents (sizes in documents of 10 sentences), each load a new object:
+    remembers the loads, and checks that a reader has let all but one go before it loads another."""
+
+    def __init__(self, sizes):
+        self.firsts = np.concatenate([[0], np.cumsum(sizes)])
+        self.loads, self.loaded = [], []
+
+    def __len__(self):
+        return len(self.firsts) - 1
+
+    def held(self):
+        gc.collect()
+        return sum(ref() is not None for ref in self.loaded)
+
+    def __getitem__(self, shard):
+        assert self.held() <= 1, "a third shard loaded while two are held"
+        documents = numbered_documents(self.firsts[shard + 1] - self.firsts[shard], 10, first=self.firsts[shard])
+        self.loads.append(shard)
+        self.loaded.append(weakref.ref(documents))
+        return documents
+
+    def shard_of(self, document):
+        return int(np.searchsorted(self.firsts, document, side="right")) - 1
+
+
+HP = {**pretrain.DEFAULTS, "max_length": 15, "batch_size": 8, "short_seq_probability": 0.0}
+
+
+def test_an_epoch_over_shards_holds_every_chunk_once_and_pairs_within_a_shard():
+    shards = CountedShards([10, 0, 7, 12])  # an empty shard has no chunk to visit
+    batches = pretrain_data.Batches(shards, HP, seed=5)
+    chunks = 4 * 29  # 29 documents of 10 sentences, in chunks of 3, 3, 3 and 1 sentences
+    first_sentences, random_next = Counter(), Counter()
+    for step in range(chunks // 8):
+        for a, b, is_random_next in batches(step):
+            (document, sentence), other = sentences_of(a)[0], sentences_of(b)[0][0]
+            first_sentences[document, sentence] += 1
+            assert shards.shard_of(other) == shards.shard_of(document)  # B from A's own shard
+            random_next[is_random_next] += 1
+        assert shards.held() <= 2
+    # every chunk at most once; the epoch's remainder (116 = 14 x 8 + 4) is left out, as BERT drops it
+    assert set(first_sentences.values()) == {1} and len(first_sentences) == chunks - chunks % 8
+    assert set(first_sentences) <= {(d, s) for d in range(29) for s in (0, 3, 6, 9)}
+    assert random_next[True] > 20 and random_next[False] > 20
+    assert batches(chunks // 8 + 1) != batches(1)  # the next epoch visits shards and chunks in another order
+
+
+def test_batches_over_shards_depend_on_the_seed_and_step_alone():
+    hp = {**HP, "long_max_length": 27, "long_from_step": 30}
+    steps = [0, 3, 14, 15, 29, 30, 31, 44, 70]  # across epochs, and into the long phase
+    batches = pretrain_data.Batches(CountedShards([6, 9, 5]), hp, seed=7)
+    reference = {step: batches(step) for step in steps}
+    for order in (steps[::-1], [44, 0, 70, 15]):
+        fresh = pretrain_data.Batches(CountedShards([6, 9, 5]), hp, seed=7)
+        assert all(fresh(step) == reference[step] for step in order)
+    other_seed = pretrain_data.Batches(CountedShards([6, 9, 5]), hp, seed=8)
+    assert other_seed(3) != reference[3]
+
+
+def test_a_reader_holds_at_most_two_shards_and_loads_each_about_once_an_epoch():
+    shards = CountedShards([3] * 12)  # 12 chunks a shard, batches of 8 cross from shard to shard
+    batches = pretrain_data.Batches(shards, HP, seed=1)
+    batches(0)
+    assert shards.loads[:12] == list(range(12))  # counting the chunks: one pass, a shard at a time
+    counted = len(shards.loads)
+    for step in range(1, 2 * 12 * 12 // 8):  # two epochs
+        batches(step)
+        assert shards.held() <= 2
+    assert len(shards.loads) - counted <= 2 * 12 + 2  # each shard once per epoch, give or take the boundary
+
+
 def trained_checkpoint(tmp_path, tiny_bert, steps):
-    out = tmp_path / f"step-{steps}"
-    pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert), tiny_bert, ARCH, out, steps, steps, PRETRAIN_HP)
+    out = tmp_path / f"step-{steps}"  # from a corpus of two shards: the loop reads across them
+    pretrain.pretrain(prepared_corpus(tmp_path, tiny_bert, shards=2), tiny_bert, ARCH, out, steps, steps, PRETRAIN_HP)
     return out
 
 
@@ -176,7 +250,7 @@ def test_each_sequence_predicts_bert_s_number_of_positions_never_a_special_token
 def test_a_slice_of_a_batch_masks_as_the_whole_batch_does_at_any_width(tokenizer):
     documents = numbered_documents(20, 10)
     hp = {**pretrain.DEFAULTS, "max_length": 64, "batch_size": 8, "max_predictions": 5}
-    pairs = pretrain_data.Batches(documents, hp, seed=3)(4)
+    pairs = pretrain_data.Batches([documents], hp, seed=3)(4)
     whole = pretrain_data.masked_batch(pairs, tokenizer, hp, 64, seed=3, step=4)
     part = pretrain_data.masked_batch(pairs, tokenizer, hp, 80, seed=3, step=4, rows=range(3, 6), pad_to_length=True)
     assert part["input_ids"].shape == (3, 80) and whole["input_ids"].shape[1] <= 64
@@ -213,7 +287,7 @@ def tiny_model_and_pairs(tokenizer):
     hp = {**pretrain.DEFAULTS, "max_length": 40, "batch_size": 8, "max_predictions": 6}
     torch.manual_seed(0)
     model = pretrain.pretraining_model(BertConfig(vocab_size=len(tokenizer), **ARCH), torch.device("cpu")).eval()
-    pairs = pretrain_data.Batches(documents, hp, seed=1)(0)
+    pairs = pretrain_data.Batches([documents], hp, seed=1)(0)
     return model, pairs, hp
 
 

@@ -12,8 +12,8 @@ DNA = {"task": "dna", "vocabulary": "native", "vocab_size": 7, "symbols": tokens
 def prepared_corpus(tmp_path, text, tokenizer):
     """`text` as a corpus.txt prepared for `tokenizer` (what most-frequent counts)."""
     (tmp_path / "corpus.txt").write_text(text)
-    corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "corpus.parquet")
-    return tmp_path / "corpus.parquet"
+    corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "corpus.json")
+    return tmp_path / "corpus.json"
 
 
 def test_shift_maps_every_id_including_specials_and_padding(tokenizer):

@@ -42,17 +42,25 @@ def _commands():
     p.add_argument("--strategy", required=True)
     p.add_argument("--tokens", required=True)
     p.add_argument("--tokenizer", help="the model's tokenizer (every strategy but native)")
-    p.add_argument("--corpus", help="prepared corpus (prepare-corpus) whose token counts define most-frequent")
+    p.add_argument("--corpus", help="prepared corpus (gather-corpus's manifest) whose token counts define most-frequent")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("prepare-corpus", help="tokenise and deduplicate a pre-training corpus into Parquet")
+    p = sub.add_parser("split-corpus", help="stream a pre-training corpus into text shards, each document by its sha256")
     p.add_argument("--corpus", required=True, help="corpus.txt: one sentence per line, blank line between documents")
+    p.add_argument("--out", required=True, nargs="+", help="the text shards (Parquet), as many as the corpus has")
+
+    p = sub.add_parser("prepare-corpus", help="tokenise one text shard (split-corpus), duplicate documents dropped")
+    p.add_argument("--text", required=True, help="a text shard of split-corpus")
     p.add_argument("--tokenizer", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the prepared shard (Parquet)")
+
+    p = sub.add_parser("gather-corpus", help="write the manifest of a corpus's prepared shards, which pre-training reads")
+    p.add_argument("--shards", required=True, nargs="+", help="every prepared shard of the corpus (prepare-corpus)")
+    p.add_argument("--out", required=True, help="the manifest (JSON)")
 
     p = sub.add_parser("pretrain", help="BERT pre-training (masked LM + next-sentence prediction) up to one checkpoint")
-    p.add_argument("--corpus", required=True, help="a prepared corpus (prepare-corpus)")
+    p.add_argument("--corpus", required=True, help="a prepared corpus (gather-corpus's manifest)")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--spec", type=_json, required=True)
     p.add_argument("--step", type=int, required=True)
@@ -115,12 +123,18 @@ def run(args):
         counts = token_maps.count_tokens(args.corpus, tokenizer) if args.corpus else None
         table = token_maps.build_table(args.strategy, meta, tokenizer, args.seed, counts)
         token_maps.write_table(args.out, table, meta, tokenizer)
-    elif args.command == "prepare-corpus":
-        from .corpus import prepare_corpus
+    elif args.command == "split-corpus":
+        from .corpus import split_corpus
+        print(f"{split_corpus(args.corpus, args.out)} documents into {len(args.out)} shards", file=sys.stderr)
+    elif args.command in ("prepare-corpus", "gather-corpus"):
+        from . import corpus
         from .models import load_tokenizer
-        meta = prepare_corpus(args.corpus, load_tokenizer(args.tokenizer), args.out)
+        if args.command == "prepare-corpus":
+            meta = corpus.prepare_shard(args.text, load_tokenizer(args.tokenizer), args.out)
+        else:
+            meta = corpus.gather_shards(args.shards, args.out)
         print(f"{meta['documents']} documents ({meta['duplicates_dropped']} duplicates dropped), "
-              f"{meta['sentences']} sentences", file=sys.stderr)
+              f"{meta['sentences']} sentences, {meta['tokens']} tokens", file=sys.stderr)
     elif args.command == "pretrain":
         from .pretrain import pretrain
         spec = args.spec

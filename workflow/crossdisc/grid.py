@@ -19,6 +19,7 @@ import yaml
 from humanfriendly import InvalidTimespan, parse_timespan
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+from .corpus import shard_names
 from .errors import ConfigError
 from .preprocess import DEFAULT_ALPHABETS, TEXT_READERS, native_ids
 
@@ -106,7 +107,12 @@ class Layout:
         self.tokens = f"{results}/tokens/{{task}}/{{vocab}}.parquet"
         self.token_map = f"{results}/token_maps/{{token_map}}/{{task}}/{{vocab}}.parquet"
         self.run_seeded_token_map = f"{results}/token_maps/{{token_map}}/{{task}}/{{vocab}}/seed-{{seed}}.parquet"
-        self.corpus = f"{results}/corpus/{{source}}/{{vocab}}.parquet"  # tokenised, deduplicated
+        # a pre-training corpus per vocabulary: corpus.txt split by document (temporary; split per
+        # vocabulary, so that re-splitting for one never makes another's shards look outdated), each
+        # shard tokenised, and the manifest of those shards, which pre-training and token maps read
+        self.corpus_text_shard = f"{results}/corpus/{{source}}/{{vocab}}/text-{{shard}}.parquet"
+        self.corpus_shard = f"{results}/corpus/{{source}}/{{vocab}}/shard-{{shard}}.parquet"
+        self.corpus = f"{results}/corpus/{{source}}/{{vocab}}.json"
         self.run_id = "{experiment}/{task}/{model}/{init}/{token_map}/{fraction}/seed-{seed}"
         self.run = f"{results}/runs/{self.run_id}"
         # resumable training state, outside every declared output (Snakemake deletes those first)
@@ -385,8 +391,20 @@ class Grid:
             inputs["tokenizer"] = self.paths.model.format(model=vocab)
         return inputs
 
-    def corpus_inputs(self, source, vocab):
-        return {"raw": self.paths.raw.format(source=source), "tokenizer": self.paths.model.format(model=vocab)}
+    def corpus_shards(self):
+        """The names of a corpus's shards (`{shard}` in their paths)."""
+        return shard_names(self.config["corpus_shards"])
+
+    def corpus_split_inputs(self, source, vocab):
+        return {"raw": self.paths.raw.format(source=source)}
+
+    def corpus_shard_inputs(self, source, vocab, shard):
+        return {"text": self.paths.corpus_text_shard.format(source=source, vocab=vocab, shard=shard),
+                "tokenizer": self.paths.model.format(model=vocab)}
+
+    def corpus_shards_of(self, source, vocab):
+        """Every prepared shard of one corpus, which its manifest gathers."""
+        return [self.paths.corpus_shard.format(source=source, vocab=vocab, shard=shard) for shard in self.corpus_shards()]
 
     def token_map_inputs(self, token_map, task, vocab, seed=None):  # a table's seed leaves its inputs as they are
         inputs = {"tokens": self.tokens_file(task, vocab)}
@@ -522,6 +540,7 @@ class Grid:
             "init": alternatives({run["init"] for run in self.runs}),
             "fraction": alternatives({run["fraction"] for run in self.runs}),
             "seed": r"\d+",
+            "shard": r"\d+",
         }
 
 

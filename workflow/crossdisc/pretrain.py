@@ -16,7 +16,7 @@ to `max_length` tokens, and `long_max_length` from step `long_from_step` on (BER
 with 80 predictions, for the last 10% of steps, which is what trains the position embeddings past
 128). The MLM output layer is computed only at the predicted positions, as BERT's own code does. On
 a GPU each phase's step has one shape and is replayed as a CUDA graph (crossdisc.accel).
-The text comes tokenised and deduplicated from `crossdisc prepare-corpus` (crossdisc.corpus).
+The text comes tokenised, deduplicated and sharded from crossdisc.corpus.
 """
 
 import sys
@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import accel, distributed
-from .corpus import read_documents
+from .corpus import PreparedCorpus
 from .errors import InputError
 from .files import atomic_dir
 from .models import load_tokenizer
@@ -83,8 +83,8 @@ def pretraining_model(config, device):
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
              previous_dir=None, state_dir=None, device="auto"):
-    """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus
-    (`crossdisc prepare-corpus`), checked against the tokenizer."""
+    """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus's
+    manifest (`crossdisc gather-corpus`), checked against the tokenizer and read a shard at a time."""
     from transformers import BertConfig
 
     hp = {**DEFAULTS, **hparams}
@@ -142,7 +142,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": at, "curve": curve.read()}
 
-    batches = Batches(read_documents(corpus_path, tokenizer) if at < step else None, hp, seed)
+    batches = Batches(PreparedCorpus(corpus_path, tokenizer) if at < step else None, hp, seed)
     progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train",
                     disable=not ranks.main)
     while at < step:
@@ -150,6 +150,9 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         seed_step(seed, at, ranks.rank)
         length, _ = batches.phase(at)
         pairs = batches(at)  # the step's whole batch, the same in every process
+        if len(pairs) < ranks.size:
+            raise InputError(corpus_path, f"{len(pairs)} sequences of {length} tokens in all: fewer than the "
+                                          f"{ranks.size} processes that would share them")
         batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), pad_to_length=fixed_width)
         loss = run_step(to_device(batch, device))
         optimizer.step()

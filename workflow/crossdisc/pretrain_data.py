@@ -3,20 +3,20 @@ collation, each step's batch a function of (seed, step) only (see Batches) and e
 masking of (seed, step, row) (see mask_tokens), so that a resumed, chained or multi-process run
 trains on exactly the batches of one uninterrupted run."""
 
-import math
 import random
 
 import numpy as np
 import torch
 
 
-def document_chunks(documents, max_length, seed, short_seq_probability):
+def document_chunks(documents, max_length, seed, short_seq_probability, shard=0):
     """create_pretraining_data.py's chunks, one training sequence each: every document cut into runs
     of consecutive sentences that reach a target number of tokens (its last run may fall short).
     The target is what [CLS] A [SEP] B [SEP] leaves of max_length, or with probability
     short_seq_probability a random shorter one for the whole document, so that pre-training also
-    sees short inputs. Rows of (document, first sentence, end sentence, target)."""
-    rng = random.Random(f"chunks/{seed}/{max_length}")
+    sees short inputs. `documents` are one shard's, whose draws are its own. Rows of (document,
+    first sentence, end sentence, target)."""
+    rng = random.Random(f"chunks/{seed}/{max_length}/{shard}")
     most = max_length - 3
     lengths = documents.sentence_lengths().tolist()
     starts = documents.document_starts.tolist()
@@ -64,16 +64,27 @@ def sentence_pair(documents, chunk, max_length, rng):
 
 
 class Batches:
-    """The batch of every step as a function of the step alone. A step trains at the sequence length
-    of its phase (max_length, then long_max_length from long_from_step on); each phase runs epochs
-    over its length's chunks in an order drawn from (seed, length, epoch), and an instance's own
-    draws come from (seed, length, epoch, chunk). Nothing depends on earlier steps or on the process
-    that builds a batch, so a resumed or chained run sees exactly an uninterrupted run's batches."""
+    """The batch of every step as a function of the step alone, from a corpus of shards (a sequence:
+    `shards[i]` loads shard i's Documents, as corpus.PreparedCorpus does) of which at most two are
+    held at a time. A step trains at the sequence length of its phase (max_length, then
+    long_max_length from long_from_step on); each phase runs epochs over its length's chunks, every
+    epoch visiting the shards in an order drawn from (seed, length, epoch) and each shard's chunks in
+    an order drawn from (seed, length, epoch, shard); an instance's own draws come from (seed,
+    length, epoch, shard, chunk). So a step's position in its epoch maps to (shard, chunk) through
+    each shard's number of chunks, counted once per length. Every batch is full (an epoch's
+    remainder is left out, as BERT's input pipeline drops it), unless the corpus has fewer chunks
+    than a batch: then each epoch is one batch of them all. A pair's random next-sentence document
+    comes from its own shard: create_pretraining_data.py runs once per input shard and draws it from
+    that shard too. Nothing depends on earlier steps or on the process that builds a batch, so a
+    resumed or chained run sees exactly an uninterrupted run's batches."""
 
-    def __init__(self, documents, hp, seed):
-        self.documents, self.hp, self.seed = documents, hp, seed
-        self.chunks = {}  # per sequence length, built when a step first needs it
-        self.order = (None, None)  # the current epoch's (key, order)
+    HELD = 2  # shards kept loaded: a batch that crosses from one shard into the next needs both
+
+    def __init__(self, shards, hp, seed):
+        self.shards, self.hp, self.seed = shards, hp, seed
+        self.chunk_counts = {}  # per sequence length: each shard's number of chunks
+        self.held = {}  # shard -> (its Documents, its chunks per length), least recently used first
+        self.order = (None, None)  # the (key, chunk order) of the shard visited last
 
     def phase(self, step):
         """(sequence length, first step) of the phase that `step` belongs to."""
@@ -81,18 +92,48 @@ class Batches:
             return self.hp["long_max_length"], self.hp["long_from_step"]
         return self.hp["max_length"], 0
 
+    def shard_chunks(self, shard, length):
+        """A shard's Documents and its chunks at `length`, loading it (and letting the least recently
+        used go) unless it is held."""
+        if shard in self.held:
+            self.held[shard] = self.held.pop(shard)  # now the most recently used
+        else:
+            while len(self.held) >= self.HELD:
+                del self.held[next(iter(self.held))]
+            self.held[shard] = (self.shards[shard], {})
+        documents, chunks = self.held[shard]
+        if length not in chunks:
+            chunks[length] = document_chunks(documents, length, self.seed, self.hp["short_seq_probability"], shard)
+        return documents, chunks[length]
+
+    def counts(self, length):
+        """Each shard's number of chunks at `length`: one pass over the corpus, a shard at a time."""
+        if length not in self.chunk_counts:
+            self.chunk_counts[length] = np.array([len(self.shard_chunks(shard, length)[1])
+                                                  for shard in range(len(self.shards))])
+        return self.chunk_counts[length]
+
     def __call__(self, step):
         length, phase_start = self.phase(step)
-        if length not in self.chunks:
-            self.chunks[length] = document_chunks(self.documents, length, self.seed, self.hp["short_seq_probability"])
-        chunks, size = self.chunks[length], self.hp["batch_size"]
-        epoch, position = divmod(step - phase_start, math.ceil(len(chunks) / size))
-        key = (length, epoch)
-        if self.order[0] != key:
-            self.order = key, np.random.default_rng([self.seed, length, epoch]).permutation(len(chunks))
-        return [sentence_pair(self.documents, chunks[c].tolist(), length,
-                              random.Random(f"{self.seed}/{length}/{epoch}/{c}"))
-                for c in self.order[1][position * size:(position + 1) * size]]
+        counts, size = self.counts(length), self.hp["batch_size"]
+        # as run_pretraining.py's drop_remainder: an epoch's last, short batch is left out
+        epoch, position = divmod(step - phase_start, max(1, counts.sum() // size))
+        visits = np.random.default_rng([self.seed, length, epoch]).permutation(len(counts))
+        ends = np.cumsum(counts[visits])  # where each visited shard's chunks end in the epoch
+        first, end = position * size, min((position + 1) * size, ends[-1])
+        pairs = []
+        for visit in range(np.searchsorted(ends, first, side="right"), len(visits)):
+            shard, start = int(visits[visit]), ends[visit] - counts[visits[visit]]
+            if start >= end:
+                break
+            documents, chunks = self.shard_chunks(shard, length)
+            key = (length, epoch, shard)
+            if self.order[0] != key:
+                self.order = key, np.random.default_rng([self.seed, length, epoch, shard]).permutation(len(chunks))
+            pairs += [sentence_pair(documents, chunks[c].tolist(), length,
+                                    random.Random(f"{self.seed}/{length}/{epoch}/{shard}/{c}"))
+                      for c in self.order[1][max(first - start, 0):end - start]]
+        return pairs
 
 
 # Tells the masking's seeds ([seed, step, row, MASKING]) from Batches' ([seed, length, epoch]).

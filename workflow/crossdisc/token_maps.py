@@ -119,10 +119,12 @@ def read_table(path, meta=None):
 
 
 def count_tokens(corpus_path, tokenizer):
-    """Token frequencies of a prepared corpus (`crossdisc prepare-corpus`: duplicates dropped;
-    checked against the tokenizer) under the model tokenizer, for `most-frequent`."""
+    """Token frequencies of a prepared corpus (its manifest: duplicates dropped; checked against the
+    tokenizer) under the model tokenizer, for `most-frequent`, counted a row group at a time."""
     from . import corpus
 
     corpus.check_tokenizer(corpus_path, tokenizer)
-    counts = np.bincount(corpus.token_ids(corpus_path), minlength=len(tokenizer))
+    counts = np.zeros(len(tokenizer), dtype=np.int64)
+    for ids in corpus.token_ids(corpus_path):
+        counts += np.bincount(ids, minlength=len(counts))
     return pd.DataFrame({"id": np.arange(len(counts)), "count": counts})

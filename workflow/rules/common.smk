@@ -49,8 +49,16 @@ def preprocess_inputs(wildcards):
     return grid.preprocess_inputs(**wildcards)
 
 
-def corpus_inputs(wildcards):
-    return grid.corpus_inputs(**wildcards)
+def corpus_split_inputs(wildcards):
+    return grid.corpus_split_inputs(**wildcards)
+
+
+def corpus_shard_inputs(wildcards):
+    return grid.corpus_shard_inputs(**wildcards)
+
+
+def corpus_shards_of(wildcards):
+    return grid.corpus_shards_of(**wildcards)
 
 
 def token_map_inputs(wildcards):
