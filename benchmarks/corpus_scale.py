@@ -25,7 +25,6 @@ benchmarks/results/corpus_scale-cpu.{md,json} (benchmarks/record.py).
 
 import argparse
 import math
-import multiprocessing
 import os
 import re
 import resource
@@ -87,19 +86,9 @@ def read(manifest, tokenizer_dir, batch_size, length, results):
     hp = {**DEFAULTS, "batch_size": batch_size, "max_length": length}
     started = time.time()
     batches = Batches(PreparedCorpus(manifest, load_tokenizer(tokenizer_dir)), hp, SEED)
-    steps = math.ceil(batches.counts(length).sum() / batch_size)  # the first epoch
+    steps = max(1, batches.counts(length).sum() // batch_size)  # the first epoch (its remainder left out)
     tokens = sum(len(a) + len(b) for step in range(steps) for a, b, _ in batches(step))
     results.put({"tokens": tokens, "steps": steps, "seconds": time.time() - started, "peak": peak_rss_mib()})
-
-
-def in_child(target, *args):
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=target, args=(*args, results))
-    process.start()
-    result = results.get()
-    process.join()
-    return result
 
 
 def main(argv=None):
@@ -127,9 +116,10 @@ def main(argv=None):
             where.mkdir()
             text_bytes = write_corpus(where / "corpus.txt", tokenizer, int(millions * 1e6))
             shards = max(1, math.ceil(millions / args.shard_million_tokens))
-            made = in_child(prepare, where / "corpus.txt", args.tokenizer, where / "corpus.json", shards, args.workers)
+            made = record.in_fresh_process(prepare, where / "corpus.txt", args.tokenizer, where / "corpus.json", shards,
+                                           args.workers)
             (where / "corpus.txt").unlink()
-            read_back = in_child(read, where / "corpus.json", args.tokenizer, args.batch_size, args.length)
+            read_back = record.in_fresh_process(read, where / "corpus.json", args.tokenizer, args.batch_size, args.length)
             rows.append([f"{made['tokens']:,}", str(shards), f"{made['documents']:,}",
                          f"{text_bytes / 2**20:.0f} / {made['bytes'] / 2**20:.0f} MiB",
                          f"{made['tokens'] / made['seconds'] / 1e6:.2f} M", f"{made['peak']:.0f} MiB",

@@ -17,7 +17,6 @@ versions, to benchmarks/results/finetune_throughput-<device>.{md,json} (benchmar
 """
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -114,24 +113,12 @@ def warm_up(model_dir, batch_size, device):
 
 
 def _contender(device, warm_up_args, run, queue):
+    """run() -> (examples/s, accuracy) after a warm-up step, and its peak GPU memory (MiB; None on
+    a CPU), put on `queue` (record.in_fresh_process runs it in a process of its own)."""
     torch.set_num_threads(os.cpu_count())
     warm_up(*warm_up_args, device)
     speed, accuracy = run()
     queue.put((speed, accuracy, torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None))
-
-
-def measured(device, warm_up_args, run):
-    """run() -> (examples/s, accuracy) in a fresh process after a warm-up step, so that no contender
-    inherits another's state (allocator, caches, settings); plus its peak GPU memory (MiB; None on a
-    CPU). `run` must be picklable (a module-level function or a functools.partial of one)."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.SimpleQueue()
-    process = context.Process(target=_contender, args=(device, warm_up_args, run, queue))
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise SystemExit(f"a contender failed (exit code {process.exitcode}): {run}")
-    return queue.get()
 
 
 def default_model():
@@ -179,7 +166,8 @@ def main(argv=None):
                 "(b) Trainer, dynamic padding + group_by_length": partial(run_trainer, args.model, token_file, *common, best=True),
                 "(c) crossdisc engine": partial(run_engine, args.model, token_file, map_file, *common),
             }
-            results = {label: measured(args.device, (args.model, args.batch_size), run) for label, run in contenders.items()}
+            results = {label: record.in_fresh_process(_contender, args.device, (args.model, args.batch_size), run)
+                       for label, run in contenders.items()}
             for label, (speed, accuracy, peak) in results.items():
                 memory = f"   peak GPU memory {peak:7.0f} MiB" if peak is not None else ""
                 print(f"  {label:48s} {speed:8.1f} examples/s   test accuracy {accuracy:.3f}{memory}")

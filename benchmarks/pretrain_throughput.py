@@ -27,7 +27,6 @@ On a GPU the defaults are the paper's batch 256 at lengths 128 and 512; BERT-bas
 
 import argparse
 import math
-import multiprocessing
 import os
 import re
 import resource
@@ -201,18 +200,6 @@ def run_trainer(args, length):
     return args.steps * args.batch_size / (last - first), peak_memory(device)
 
 
-def measure(name, args, length):
-    """contender() in a fresh process, so that none inherits another's state (allocator, caches)."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.SimpleQueue()
-    process = context.Process(target=contender, args=(name, args, length, queue))
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise SystemExit(f"{name} failed at length {length} (exit code {process.exitcode})")
-    return queue.get()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     on_gpu = torch.cuda.is_available()
@@ -243,7 +230,7 @@ def main(argv=None):
         print(f"length {length} ({max_predictions(length)} predictions, {flops / 1e9:.1f} GFLOP per sequence):")
         speeds = {}
         for name in args.contenders:
-            result = measure(name, args, length)
+            result = record.in_fresh_process(contender, name, args, length)  # none inherits another's state
             row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name]]
             if result is None:
                 print(f"  {CONTENDERS[name]:18s} out of GPU memory")

@@ -5,11 +5,13 @@ Each file holds one record per command (the benchmark's arguments): rerunning a 
 its record, another command (e.g. a larger model) adds one. A record carries the exact command, the
 date, the hardware (CPU model, core count, GPU), the versions of Python, torch, transformers and
 Snakemake, and the benchmark's table. The JSON file is the data; the Markdown file is rendered
-from it, for the documentation to link and quote.
+from it, for the documentation to link and quote. Also what the benchmarks share in how they measure:
+each contender in a fresh process (in_fresh_process).
 """
 
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -19,6 +21,20 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("torch", "transformers", "snakemake")
+
+
+def in_fresh_process(target, *args):
+    """What target(*args, queue) puts on its queue, run in a new (spawned) process, so that no
+    contender inherits another's state (allocator, caches, settings). `target` must be picklable (a
+    module-level function or a functools.partial of one)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    process = context.Process(target=target, args=(*args, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"a contender failed (exit code {process.exitcode}): {target} {args}")
+    return queue.get()
 
 
 def cpu_model():
