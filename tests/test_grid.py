@@ -36,8 +36,11 @@ def test_validation_fills_the_schemas_defaults():
 
 def test_a_reader_option_default_is_filled_for_that_readers_tasks_only():
     tasks = validate(tiny_config("results", "tiny-bert"))["tasks"]
-    assert tasks["composer"]["segmenting"] == "onset"
-    assert [name for name, spec in tasks.items() if "segmenting" in spec] == ["composer"]
+    assert tasks["composer"]["segmenting"] == "onset"  # its segment_length and instruments are the config's
+    assert (tasks["word-order"]["min_words"], tasks["word-order"]["max_words"]) == (6, 30)
+    for option in ("segmenting", "segment_length", "instruments"):  # a FASTA or DNA task's parameters hold none
+        assert [name for name, spec in tasks.items() if option in spec] == ["composer"]
+    assert [name for name, spec in tasks.items() if "min_words" in spec] == ["word-order"]
 
 
 def test_defaults_are_copies_not_shared_between_entries(config):
