@@ -92,6 +92,11 @@ def _commands():
     return parser
 
 
+def _print_corpus_counts(meta):
+    print(f"{meta['documents']} documents ({meta['duplicates_dropped']} duplicates dropped), "
+          f"{meta['sentences']} sentences, {meta['tokens']} tokens", file=sys.stderr)
+
+
 def run(args):
     if args.command in ("pretrain", "finetune"):
         from .gpu_slots import pin_free_gpus
@@ -126,15 +131,13 @@ def run(args):
     elif args.command == "split-corpus":
         from .corpus import split_corpus
         print(f"{split_corpus(args.corpus, args.out)} documents into {len(args.out)} shards", file=sys.stderr)
-    elif args.command in ("prepare-corpus", "gather-corpus"):
-        from . import corpus
+    elif args.command == "prepare-corpus":
+        from .corpus import prepare_shard
         from .models import load_tokenizer
-        if args.command == "prepare-corpus":
-            meta = corpus.prepare_shard(args.text, load_tokenizer(args.tokenizer), args.out)
-        else:
-            meta = corpus.gather_shards(args.shards, args.out)
-        print(f"{meta['documents']} documents ({meta['duplicates_dropped']} duplicates dropped), "
-              f"{meta['sentences']} sentences, {meta['tokens']} tokens", file=sys.stderr)
+        _print_corpus_counts(prepare_shard(args.text, load_tokenizer(args.tokenizer), args.out))
+    elif args.command == "gather-corpus":
+        from .corpus import gather_shards
+        _print_corpus_counts(gather_shards(args.shards, args.out))
     elif args.command == "pretrain":
         from .pretrain import pretrain
         spec = args.spec
