@@ -214,6 +214,19 @@ def test_run_seeded_random_tables_are_one_per_seed_and_the_others_stay_shared(co
     assert tables[("most-frequent", 101)] == "results/token_maps/most-frequent/dna/tiny.parquet"
 
 
+def test_a_seed_offset_moves_every_training_seed_and_leaves_the_data_seeds(config):
+    plain = Grid(copy.deepcopy(config))
+    config["seed_offset"] = 100
+    config["token_maps"]["seed"] = "run"
+    moved = Grid(config)
+    assert [r["seed"] + 100 for r in plain.runs] == [r["seed"] for r in moved.runs]
+    assert moved.pretrain_spec("mini-bert")["seed"] == plain.pretrain_spec("mini-bert")["seed"] + 100
+    assert moved.pretrain_spec("mini-bert")["seed"] == Grid(config).pretrain_spec("mini-bert")["seed"]  # not twice
+    run = next(r for r in moved.runs if r["token_map"] == "random-real")
+    assert moved.finetune_inputs(**run)["token_map"].endswith(f"seed-{run['seed']}.parquet")
+    assert config["sources"] == plain.config["sources"]
+
+
 def test_snakemake_builds_a_run_seeded_table_per_seed(tmp_path, tiny_bert):
     config = tiny_config("results", tiny_bert)
     config["token_maps"]["seed"] = "run"

@@ -271,8 +271,12 @@ def test_a_slice_of_a_batch_masks_as_the_whole_batch_does_at_any_width(tokenizer
 
 
 def test_the_long_phase_has_its_own_number_of_predictions():
-    hp = {**pretrain.DEFAULTS, "max_length": 128, "long_max_length": 512, "long_from_step": 9}
-    assert (pretrain_data.max_predictions(hp, 128), pretrain_data.max_predictions(hp, 512)) == (20, 80)
+    bert = {**pretrain.DEFAULTS, "max_length": 128, "long_max_length": 512, "long_from_step": 9,
+            "max_predictions": 20, "long_max_predictions": 80}
+    assert (pretrain_data.max_predictions(bert, 128), pretrain_data.max_predictions(bert, 512)) == (20, 80)
+    # unset: the most a full sequence predicts (15% of 64 is 9.6, of 128 19.2), so no slot is idle by design
+    derived = {**pretrain.DEFAULTS, "max_length": 64, "long_max_length": 128, "long_from_step": 9}
+    assert (pretrain_data.max_predictions(derived, 64), pretrain_data.max_predictions(derived, 128)) == (10, 20)
 
 
 def model_inputs(batch):

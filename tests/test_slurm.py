@@ -35,7 +35,7 @@ PROFILES = [None, "profiles/slurm"]  # None: profiles/default alone, which every
 RESUME = {"tasks": ["word-order"], "models": ["small-bert@0"], "token_maps": ["shift-1000"], "seeds": [1, 2],
           "training": {"max_steps": 600, "checkpoint_every": 25}}
 # The embedded default's pre-training checkpoints, moved to earlier steps for the test.
-SHORTER_PRETRAINING = {"small-bert@150": "small-bert@10", "small-bert@600": "small-bert@20"}
+SHORTER_PRETRAINING = {"small-bert@100": "small-bert@10", "small-bert@400": "small-bert@20"}
 RESUMED = re.compile(r"resumed from step (\d+) of (\d+)")
 
 

@@ -152,7 +152,7 @@ class Grid:
                 spec["tasks"], spec["models"], spec["inits"], spec["token_maps"], spec["fractions"], spec["seeds"]
             ):
                 runs.append(dict(experiment=experiment, task=task, model=model, init=init, token_map=token_map,
-                                 fraction=str(float(fraction)), seed=seed))
+                                 fraction=str(float(fraction)), seed=seed + self.config["seed_offset"]))
         return runs
 
     def _train_runtime_minutes(self):
@@ -454,6 +454,7 @@ class Grid:
         do not change what it trains, so changing them does not retrain finished checkpoints."""
         spec = {k: v for k, v in self.config["pretrain"][name].items() if k not in ("gpus", "nodes")}
         spec.setdefault("total_steps", max(spec["steps"]))
+        spec["seed"] += self.config["seed_offset"]
         return spec
 
     def hparams(self, experiment, task):

@@ -3,6 +3,7 @@ collation, each step's batch a function of (seed, step) only (see Batches) and e
 masking of (seed, step, row) (see mask_tokens), so that a resumed, chained or multi-process run
 trains on exactly the batches of one uninterrupted run."""
 
+import math
 import random
 
 import numpy as np
@@ -191,8 +192,10 @@ def collate(pairs, tokenizer, width=None):
 
 def max_predictions(hp, length):
     """Masked positions per sequence of `length` tokens: long_max_predictions in the long_max_length
-    phase, else max_predictions (BERT: 20 at 128, 80 at 512)."""
-    return hp["long_max_predictions"] if length == hp.get("long_max_length") else hp["max_predictions"]
+    phase, else max_predictions (BERT: 20 at 128, 80 at 512); unset, length x mask_probability
+    rounded up, the most a sequence of that length predicts."""
+    key = "long_max_predictions" if length == hp.get("long_max_length") else "max_predictions"
+    return hp.get(key) or math.ceil(length * hp["mask_probability"])
 
 
 def masked_batch(pairs, tokenizer, hp, length, seed, step, rows=None, pad_to_length=False):
