@@ -65,6 +65,30 @@ def test_a_vote_metric_is_resampled_by_piece(tmp_path):
     assert comparisons.bootstrap_interval([a.parent], [b.parent], "vote_accuracy") == (100.0, 100.0)
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "vote_accuracy", "mcc", "spearman"])
+def test_each_resample_scores_as_the_metric_itself_on_the_resampled_examples(metric):
+    """Accuracy and vote accuracy take one array operation for all draws; each draw's score is
+    still metrics.score of the resampled predictions (of the resampled pieces, for a vote)."""
+    rng = np.random.default_rng(0)
+    regression = metric == "spearman"
+    labels = rng.normal(size=60) if regression else rng.integers(0, 3, 60)
+    preds = labels + rng.normal(size=60) if regression else np.where(rng.random(60) < 0.6, labels, rng.integers(0, 3, 60))
+    groups = [f"piece{i // 4}" for i in range(60)]
+    frame = pd.DataFrame({"id": [f"x{i}" for i in range(60)], "group": groups, "subset": "", "label": labels,
+                          "prediction": preds})
+    units = frame["group"].unique() if metric == "vote_accuracy" else frame["id"]
+    draws = rng.integers(0, len(units), size=(20, len(units)))
+    expected = []
+    for draw in draws:
+        if metric == "vote_accuracy":  # the drawn pieces, each with all its segments, a repeat counting twice
+            truth, voted = metrics.vote(frame["group"], frame["label"], frame["prediction"])
+            expected.append(metrics.accuracy(np.asarray(truth)[draw], np.asarray(voted)[draw]))
+        else:
+            sample = frame.iloc[draw]
+            expected.append(metrics.score(sample, sample["prediction"].to_numpy(), metrics.kind_of(metric))[metric])
+    assert comparisons._resampled_scores(frame, metric, draws) == pytest.approx(expected)
+
+
 def test_runs_pair_by_seed_across_experiments_and_checkpoints_pair_with_step_0(tmp_path):
     labels = np.array([0, 1] * 10)
     paths = []

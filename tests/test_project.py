@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -63,6 +64,21 @@ def test_snakemake_lint_is_clean_on_every_config():
                                 text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_the_embedded_default_compares_on_three_seeds_and_a_seed_offset_moves_them(tmp_path):
+    """Its story is paired comparisons with an interval over seeds: each experiment runs 3 or more,
+    and `make run SEED_OFFSET=100` plans the same grid on seeds 100 higher."""
+    experiments = yaml.safe_load((REPO / "config/config.yaml").read_text())["experiments"]
+    assert all(len(spec.get("seeds", [100])) >= 3 for spec in experiments.values())
+    planned = {}
+    for offset in (0, 100):
+        result = subprocess.run(["make", "--dry-run", "run", f"SEED_OFFSET={offset}"], cwd=REPO, capture_output=True,
+                                text=True, timeout=60)
+        assert f"snakemake --cores 2 --config seed_offset={offset}" in result.stdout, result.stdout + result.stderr
+        jobs = plan(tmp_path, REPO / "config/config.yaml", "--config", f"seed_offset={offset}")
+        planned[offset] = sorted(re.findall(r"seed-(\d+)/metrics.json", "\n".join(jobs)))
+    assert planned[100] and [int(s) + 100 for s in planned[0]] == [int(s) for s in planned[100]]
 
 
 def test_the_embedded_default_plans_every_stage():

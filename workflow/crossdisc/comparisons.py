@@ -102,7 +102,7 @@ def bootstrap_interval(run_dirs_a, run_dirs_b, metric, resamples=RESAMPLES, conf
     if any(not _units(p, metric).equals(units) for arm in arms for p in arm):
         raise ValueError(f"runs compared on different test examples: {run_dirs_a[0]} and {run_dirs_b[0]}")
     draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(units), size=(resamples, len(units)))
-    scores = [[np.array([_score(p, metric, draw) for draw in draws]) for p in arm] for arm in arms]
+    scores = [[_resampled_scores(p, metric, draws) for p in arm] for arm in arms]
     differences = 100 * (np.mean(scores[0], axis=0) - np.mean(scores[1], axis=0))
     tail = 100 * (1 - confidence) / 2
     return tuple(np.percentile(differences, [tail, 100 - tail]))
@@ -122,13 +122,22 @@ def _units(predictions, metric):
     return pd.Series(pd.unique(predictions["group"])) if metric == "vote_accuracy" else predictions["id"]
 
 
-def _score(predictions, metric, draw):
-    """`metric` of the test predictions resampled at unit positions `draw`."""
+def _resampled_scores(predictions, metric, draws):
+    """`metric` of the test predictions resampled at each row of `draws` (unit positions). A mean
+    over units (accuracy, and vote accuracy over the pieces, each voted once) is one array
+    operation for all draws; other metrics, and the mean of subsets' metrics (MNLI), are recomputed
+    per draw."""
+    labels, preds = predictions["label"].to_numpy(), predictions["prediction"].to_numpy()
     if metric == "vote_accuracy":
-        truth, voted = metrics.vote(predictions["group"], predictions["label"], predictions["prediction"])
-        return float(np.mean((np.asarray(truth) == np.asarray(voted))[draw]))
-    sample = predictions.iloc[draw]
-    return metrics.score(sample, sample["prediction"].to_numpy(), metrics.kind_of(metric))[metric]
+        truth, voted = metrics.vote(predictions["group"], labels, preds)
+        return (np.asarray(truth) == np.asarray(voted))[draws].mean(axis=1)
+    subsets = "subset" in predictions and predictions["subset"].nunique() > 1
+    if metric == "accuracy" and not subsets:
+        return (labels == preds)[draws].mean(axis=1)
+    kind = metrics.kind_of(metric)
+    if subsets:
+        return np.array([metrics.score(predictions.iloc[draw], preds[draw], kind)[metric] for draw in draws])
+    return np.array([metrics.evaluate(kind, labels[draw], preds[draw])[metric] for draw in draws])
 
 
 def interval(low, high, sign=""):
