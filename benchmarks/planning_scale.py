@@ -36,7 +36,6 @@ import record
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
-MODELS = ["minilm", "small-bert@0", "small-bert@150", "small-bert@600"]
 TEXT_MAPS = ["shift-1000", "shift-500", "shift-2000", "identity", "random-shift"]
 NON_TEXT_MAPS = ["most-frequent", "random-real", "unused", "most-frequent+model-specials",
                  "random-real+model-specials"]
@@ -50,11 +49,12 @@ def sweep_config(runs, results):
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     seeds = list(range(100, 100 + runs // RUNS_PER_SEED))
     config["results"] = str(results)
+    models = ["minilm", *(f"small-bert@{step}" for step in config["pretrain"]["small-bert"]["steps"])]
     config["experiments"] = {
-        "sweep-text": {"tasks": ["word-order"], "models": MODELS, "inits": ["pretrained", "scratch"],
+        "sweep-text": {"tasks": ["word-order"], "models": models, "inits": ["pretrained", "scratch"],
                        "token_maps": TEXT_MAPS, "seeds": seeds},
         "sweep-non-text": {"tasks": ["composer-music21", "synthetic-dna-tata", "synthetic-protein-hydropathy"],
-                           "models": MODELS, "token_maps": NON_TEXT_MAPS, "seeds": seeds},
+                           "models": models, "token_maps": NON_TEXT_MAPS, "seeds": seeds},
     }
     return config
 
