@@ -35,8 +35,8 @@ from .pretrain_data import Batches, masked_batch
 from .training import StepLog, autocast_for, load_state, pick_device, save_state, seed_step, to_device
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
-            "mask_probability": 0.15,
-            "short_seq_probability": 0.1, "checkpoint_every": 500, "precision": "bf16", "cuda_graphs": True}
+            "mask_probability": 0.15, "short_seq_probability": 0.1, "checkpoint_every": 500, "precision": "bf16",
+            "cuda_graphs": True}
 STATE_FILE = "training_state.pt"
 
 
