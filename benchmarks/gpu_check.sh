@@ -26,6 +26,10 @@ echo "== pre-training throughput: BERT-base at the paper's batch, lengths 128 an
 python benchmarks/pretrain_throughput.py --device cuda "${base[@]}" --batch-size "$batch" --lengths 128 512 \
     --steps "$pretrain_steps"
 
+echo "== pre-training throughput on BERT's recipe (short sequences): packed against one sequence per row"
+python benchmarks/pretrain_throughput.py --device cuda "${base[@]}" --batch-size "$batch" --lengths 128 512 \
+    --steps "$pretrain_steps" --data recipe --contenders crossdisc one-per-row
+
 echo "== fine-tuning throughput (the packaged MiniLM)"
 python benchmarks/finetune_throughput.py --device cuda --steps "$finetune_steps"
 

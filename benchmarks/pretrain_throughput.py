@@ -5,21 +5,27 @@ the same model size, batch, sequences and hardware.
   (a) Hugging Face: BertForPreTraining with DataCollatorForLanguageModeling, in a plain loop;
   (b) Hugging Face's Trainer: the same model and collator, trained by `Trainer`;
   (c) crossdisc: BERT's own masking (a fixed number of predictions per sequence), the MLM output
-      layer at those positions only, fused AdamW, and on a GPU every batch padded to the sequence
-      length and the step replayed as a CUDA graph, as the pipeline trains.
+      layer at those positions only, fused AdamW, sequences packed several to a row, and on a GPU
+      every batch padded to the sequence length and the step replayed as a CUDA graph, as the
+      pipeline trains;
+  (d) crossdisc with one sequence per row (training: {pack_sequences: false}), to show what
+      packing gains.
 
-All train a BERT from scratch on sentence pairs [CLS] A [SEP] B [SEP] that fill the sequence, cut
-from real English (the CPython language reference), with 15% of the tokens predicted (80/10/10)
-and half the pairs labelled random next. On a GPU all run under bf16 autocast (the Trainer with
+All train a BERT from scratch on sentence pairs [CLS] A [SEP] B [SEP] of real English (the CPython
+language reference), with 15% of the tokens predicted (80/10/10). `--data full` (default): pairs
+that fill the sequence, every other one labelled random next (packing changes nothing there);
+`--data recipe`: the pairs pre-training cuts by BERT's recipe (pretrain_data.Batches, a tenth of
+the documents to a shorter target, documents' ends short) from a generated corpus of documents of
+4 to 80 sentences (corpus_scale.write_corpus), whose share of padding packing removes. On a GPU all run under bf16 autocast (the Trainer with
 bf16=True). Prints, per sequence length, each one's sequences per second and peak memory (on a GPU,
-peak GPU memory), the ratios of (c) to (a) and (b), and on a GPU the model FLOPs utilisation against
-the GPU's bf16 dense peak (GPUs of BF16_PEAK_TFLOPS) and the hours 1M steps would take. The model
-FLOPs are BERT's (the encoder at every position, the MLM head at BERT's number of predictions), the
-same for all three. The table is also written, with the command, hardware and versions, to
+peak GPU memory), the ratios of (c) to (a), (b) and (d), and on a GPU the model FLOPs utilisation
+against the GPU's bf16 dense peak (GPUs of BF16_PEAK_TFLOPS) and the hours 1M steps would take. The
+model FLOPs are BERT's at each sequence's own length (the encoder at its tokens, padding not
+counted, the MLM head at BERT's number of predictions), the same for every contender. The table is also written, with the command, hardware and versions, to
 benchmarks/results/pretrain_throughput-<device>.{md,json} (benchmarks/record.py).
 
     python benchmarks/pretrain_throughput.py [--steps 20] [--batch-size 32] [--lengths 128]
-        [--hidden 128 --layers 2] [--device cuda]
+        [--hidden 128 --layers 2] [--data full|recipe] [--device cuda]
 
 On a GPU the defaults are the paper's batch 256 at lengths 128 and 512; BERT-base is
 `--hidden 768 --layers 12`.
@@ -31,7 +37,9 @@ import os
 import re
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,7 +51,9 @@ from finetune_throughput import default_model, hardware
 BF16_PEAK_TFLOPS = ((r"H100 80GB HBM3|H100 SXM", 989), (r"H200$", 989), (r"A100", 312))
 # BERT's max_predictions_per_seq by sequence length; other lengths predict 15%, rounded up.
 BERT_MAX_PREDICTIONS = {128: 20, 512: 80}
-CONTENDERS = {"huggingface": "(a) Hugging Face", "trainer": "(b) HF Trainer", "crossdisc": "(c) crossdisc"}
+BERT_RECIPE = "BERT's recipe over generated documents of 4 to 80 sentences, a tenth of them cut to a shorter target"
+CONTENDERS = {"huggingface": "(a) Hugging Face", "trainer": "(b) HF Trainer", "crossdisc": "(c) crossdisc",
+              "one-per-row": "(d) crossdisc, one per row"}
 
 
 def max_predictions(length):
@@ -64,7 +74,7 @@ def training_flops_per_sequence(hidden, layers, intermediate, vocabulary, length
     return 3 * (layers * layer + heads)
 
 
-def pairs(tokenizer, length, count):
+def full_pairs(tokenizer, length, count):
     """`count` pairs (A, B, is_random_next) that fill `length` tokens as [CLS] A [SEP] B [SEP], cut
     from the language reference (read again from its start where it runs out); every other one is
     labelled random next."""
@@ -75,6 +85,34 @@ def pairs(tokenizer, length, count):
     ids = np.resize(np.array(ids), count * body).tolist()
     blocks = [ids[i * body:(i + 1) * body] for i in range(count)]
     return [(block[:body // 2], block[body // 2:], i % 2 == 1) for i, block in enumerate(blocks)]
+
+
+def prepare_recipe_corpus(tokenizer, tokens, directory):
+    """A generated corpus of at least `tokens` WordPiece tokens, prepared as the workflow prepares
+    one; returns its manifest."""
+    from corpus_scale import write_corpus
+
+    from crossdisc.corpus import prepare_corpus
+
+    text, manifest = directory / "corpus.txt", directory / "manifest.json"
+    write_corpus(text, tokenizer, tokens)
+    prepare_corpus(text, tokenizer, manifest)
+    return manifest
+
+
+def pairs(args, tokenizer, length):
+    """The pairs of every step, batch after batch: full_pairs, or with args.data "recipe" the
+    batches of BERT's recipe at `length` from the corpus of args.corpus."""
+    count = args.batch_size * (args.steps + 1)
+    if args.data == "full":
+        return full_pairs(tokenizer, length, count)
+    from crossdisc.corpus import PreparedCorpus
+    from crossdisc.pretrain import DEFAULTS
+    from crossdisc.pretrain_data import Batches
+
+    batches = Batches(PreparedCorpus(args.corpus, tokenizer),
+                      {**DEFAULTS, "max_length": length, "batch_size": args.batch_size}, seed=0)
+    return [pair for step in range(args.steps + 1) for pair in batches(step)]
 
 
 def contender(name, args, length, queue):
@@ -115,7 +153,7 @@ def run_loop(name, args, length):
 
     device, tokenizer, config = setting(args)
     autocast = autocast_for(device)
-    data = pairs(tokenizer, length, args.batch_size * (args.steps + 1))
+    data = pairs(args, tokenizer, length)
     batch_of = lambda i: data[i * args.batch_size:(i + 1) * args.batch_size]  # noqa: E731
     if name == "huggingface":
         model = BertForPreTraining(config).to(device)
@@ -134,7 +172,8 @@ def run_loop(name, args, length):
     else:  # as crossdisc.pretrain.pretrain trains
         model = pretraining_model(config, device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        hp = {**DEFAULTS, "max_length": length, "max_predictions": max_predictions(length)}
+        hp = {**DEFAULTS, "max_length": length, "max_predictions": max_predictions(length),
+              "pack_sequences": name == "crossdisc"}
 
         def train_step(batch):
             with autocast():
@@ -144,10 +183,12 @@ def run_loop(name, args, length):
 
         run_step = accel.micro_batch_runner(train_step, model, device, hp["cuda_graphs"])
         fixed_width = accel.fixed_batch_width(device, hp["cuda_graphs"])
+        rows_multiple = accel.packed_rows_multiple(device, hp["cuda_graphs"]) if hp["pack_sequences"] else None
 
         def step(i):
             seed_step(0, i)
-            batch = masked_batch(batch_of(i), tokenizer, hp, length, 0, i, pad_to_length=fixed_width)
+            batch = masked_batch(batch_of(i), tokenizer, hp, length, 0, i, pad_to_length=fixed_width,
+                                 pack_rows_multiple=rows_multiple)
             run_step(to_device(batch, device))
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
@@ -164,14 +205,12 @@ def run_loop(name, args, length):
 
 
 def run_trainer(args, length):
-    import tempfile
-
     from transformers import (BertForPreTraining, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
                               TrainingArguments)
 
     device, tokenizer, config = setting(args)
     examples = []
-    for a, b, is_random_next in pairs(tokenizer, length, args.batch_size * (args.steps + 1)):
+    for a, b, is_random_next in pairs(args, tokenizer, length):
         ids = [tokenizer.cls_token_id, *a, tokenizer.sep_token_id, *b, tokenizer.sep_token_id]
         examples.append({"input_ids": ids, "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
                          "next_sentence_label": int(is_random_next)})
@@ -210,11 +249,21 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
+    parser.add_argument("--data", choices=["full", "recipe"], default="full",
+                        help="pairs that fill the sequence, or BERT's recipe over a generated corpus")
     parser.add_argument("--device", default="cuda" if on_gpu else "cpu")
     parser.add_argument("--results-dir", default=record.RESULTS, help="where the results file is written")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.tokenizer = args.tokenizer or default_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data == "recipe":
+            tokens = int(1.2 * max(args.lengths) * args.batch_size * (args.steps + 1))
+            args.corpus = prepare_recipe_corpus(setting(args)[1], tokens, Path(tmp))
+        return measure(args, argv)
+
+
+def measure(args, argv):
     torch.set_num_threads(os.cpu_count())  # as each contender does
     peak = bf16_peak_tflops(torch.cuda.get_device_name()) if args.device == "cuda" else None
     print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size}, "
@@ -225,32 +274,36 @@ def main(argv=None):
     memory = "peak GPU memory" if args.device == "cuda" else "peak memory"
     rows, hours = [], {}
     for length in args.lengths:
-        flops = training_flops_per_sequence(args.hidden, args.layers, config.intermediate_size, config.vocab_size,
-                                            length, max_predictions(length))
-        print(f"length {length} ({max_predictions(length)} predictions, {flops / 1e9:.1f} GFLOP per sequence):")
+        lengths = [len(a) + len(b) + 3 for a, b, _ in pairs(args, tokenizer, length)]
+        flops = np.mean([training_flops_per_sequence(args.hidden, args.layers, config.intermediate_size,
+                                                     config.vocab_size, n, max_predictions(length)) for n in lengths])
+        print(f"length {length} ({max_predictions(length)} predictions, sequences of {np.mean(lengths):.1f} tokens "
+              f"on average, {flops / 1e9:.1f} GFLOP per sequence):")
         speeds = {}
-        for name in args.contenders:
+        for name in sorted(args.contenders, key=lambda name: name == "crossdisc"):  # (c) last, for its ratios
             result = record.in_fresh_process(contender, name, args, length)  # none inherits another's state
             row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name]]
             if result is None:
-                print(f"  {CONTENDERS[name]:18s} out of GPU memory")
+                print(f"  {CONTENDERS[name]:26s} out of GPU memory")
                 rows.append(row + ["out of memory", "", "", "", ""])
                 continue
             speed, peak_mib = speeds[name] = result
             mfu = f"{100 * speed * flops / (peak * 1e12):.1f}%" if peak else "-"
             hours[name, length] = 1e6 * args.batch_size / speed / 3600
             ratios = " / ".join(f"{speed / speeds[other][0]:.2f}x" if other in speeds else "-"
-                                for other in ("huggingface", "trainer")) if name == "crossdisc" else ""
-            print(f"  {CONTENDERS[name]:18s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
-                  f"1M steps {hours[name, length]:8.1f} h" + (f"   (c)/(a) / (c)/(b) = {ratios}" if ratios else ""))
+                                for other in ("huggingface", "trainer", "one-per-row")) if name == "crossdisc" else ""
+            print(f"  {CONTENDERS[name]:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
+                  f"1M steps {hours[name, length]:8.1f} h" + (f"   (c)/(a) / (c)/(b) / (c)/(d) = {ratios}"
+                                                              if ratios else ""))
             rows.append(row + [f"{speed:.1f}", ratios, f"{peak_mib:.0f} MiB", mfu, f"{hours[name, length]:.1f}"])
-    notes = ["Sequences per second after one untimed step; MFU against the GPU's bf16 dense peak, with BERT's "
-             "model FLOPs for every contender; hours for 1M steps at that batch and length."]
+    notes = [f"Data: {args.data} ({'pairs that fill the sequence' if args.data == 'full' else BERT_RECIPE}). "
+             "Sequences per second after one untimed step; MFU against the GPU's bf16 dense peak, with BERT's "
+             "model FLOPs of each sequence's tokens for every contender; hours for 1M steps at that batch and length."]
     if ("crossdisc", 128) in hours and ("crossdisc", 512) in hours:
         schedule = 0.9 * hours["crossdisc", 128] + 0.1 * hours["crossdisc", 512]
         notes.append(f"BERT's schedule (90% of 1M steps at 128, 10% at 512) with (c): {schedule:.1f} h.")
         print(notes[-1])
-    columns = ["model, batch x length", "contender", "sequences/s", "(c)/(a) / (c)/(b)", memory, "MFU",
+    columns = ["model, batch x length", "contender", "sequences/s", "(c)/(a) / (c)/(b) / (c)/(d)", memory, "MFU",
                "hours for 1M steps"]
     print(f"written to {record.save('pretrain_throughput', args.device, argv, columns, rows, notes, args.results_dir)}")
     return 0

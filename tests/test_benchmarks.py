@@ -3,6 +3,7 @@
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 
@@ -24,16 +25,23 @@ def test_every_contender_trains_on_the_same_task(tiny_bert, tokenizer, tmp_path)
         assert speed > 0 and 0 <= accuracy <= 1
 
 
-def test_every_pretraining_contender_trains(tiny_bert):
+@pytest.mark.parametrize("data", ["full", "recipe"])
+def test_every_pretraining_contender_trains(tiny_bert, tmp_path, data):
     import argparse
     import queue
 
     import pretrain_throughput
 
-    args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, hidden=64, layers=1, device="cpu")
+    args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, hidden=64, layers=1, device="cpu",
+                              data=data)
+    if data == "recipe":
+        tokenizer = pretrain_throughput.setting(args)[1]
+        args.corpus = pretrain_throughput.prepare_recipe_corpus(tokenizer, 4000, tmp_path)
+        lengths = [len(a) + len(b) + 3 for a, b, _ in pretrain_throughput.pairs(args, tokenizer, 128)]
+        assert len(lengths) == 12 and max(lengths) <= 128 and min(lengths) < 128  # some short, as BERT cuts them
     for name in pretrain_throughput.CONTENDERS:
         results = queue.Queue()
-        pretrain_throughput.contender(name, args, 32, results)
+        pretrain_throughput.contender(name, args, 128 if data == "recipe" else 32, results)
         speed, peak = results.get()
         assert speed > 0 and peak > 0
 

@@ -256,14 +256,20 @@ def test_a_slice_of_a_batch_masks_as_the_whole_batch_does_at_any_width(tokenizer
     assert part["input_ids"].shape == (3, 80) and whole["input_ids"].shape[1] <= 64
     width = whole["input_ids"].shape[1]
     for key, tensor in whole.items():
-        if key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key in ("input_ids", "token_type_ids", "position_ids"):
             assert torch.equal(part[key][:, :width], tensor[3:6]) and not part[key][:, width:].any()
+        elif key == "sequence_ids":  # each part numbers its own sequences; padding is -1
+            assert torch.equal(part[key][:, :width], torch.where(tensor[3:6] < 0, -1, tensor[3:6] - 3))
+            assert part[key][:, width:].eq(-1).all()
+        elif key in ("masked_positions", "first_positions"):  # indices into the part's rows, flattened
+            shift = torch.arange(3).view(-1, *[1] * (tensor.dim() - 1))
+            assert torch.equal(part[key] - shift * 80, tensor[3:6] - (shift + 3) * width)
         elif key in ("predictions", "sequences"):  # the whole batch's counts, in every part
             assert torch.equal(part[key], tensor)
         else:
             assert torch.equal(part[key], tensor[3:6])
     assert whole["predictions"] == whole["masked_weights"].sum() and whole["sequences"] == 8
-    lengths = whole["attention_mask"].sum(1).tolist()
+    lengths = (whole["sequence_ids"] >= 0).sum(1).tolist()
     assert whole["masked_weights"].sum(1).tolist() == [min(5, round(0.15 * n)) for n in lengths]
     assert min(lengths) < 30 < max(lengths)  # short pairs (a document's end) and full ones
     other_step = pretrain_data.masked_batch(pairs, tokenizer, hp, 64, seed=3, step=5)
@@ -280,7 +286,9 @@ def test_the_long_phase_has_its_own_number_of_predictions():
 
 
 def model_inputs(batch):
-    return {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+    """Hugging Face's inputs of a one-sequence-per-row batch."""
+    return {"input_ids": batch["input_ids"], "token_type_ids": batch["token_type_ids"],
+            "attention_mask": (batch["sequence_ids"] >= 0).long()}
 
 
 def tiny_model_and_pairs(tokenizer):
@@ -299,8 +307,7 @@ def test_the_loss_is_bert_s_weighted_mean_over_the_predicted_positions(tokenizer
     model, pairs, hp = tiny_model_and_pairs(tokenizer)
     batch = pretrain_data.masked_batch(pairs, tokenizer, hp, 48, seed=1, step=0)
     output = model(**model_inputs(batch))  # Hugging Face's scores at every position
-    rows = torch.arange(8).unsqueeze(1)
-    log_probs = output.prediction_logits[rows, batch["masked_positions"]].log_softmax(-1)
+    log_probs = output.prediction_logits.flatten(0, 1)[batch["masked_positions"]].log_softmax(-1)
     nll = -log_probs.gather(-1, batch["masked_targets"].unsqueeze(-1)).squeeze(-1)
     weights = batch["masked_weights"]
     masked_lm = (weights * nll).sum() / (weights.sum() + 1e-5)  # run_pretraining.py's get_masked_lm_output
@@ -322,6 +329,51 @@ def test_padding_every_batch_to_the_sequence_length_leaves_the_loss_as_it_is(tok
     assert longest["input_ids"].shape[1] < fixed["input_ids"].shape[1] == 48
     loss = pretrain.pretraining_loss(model, longest).item()
     assert pretrain.pretraining_loss(model, fixed).item() == pytest.approx(loss, abs=1e-5)
+
+
+def test_packing_places_every_sequence_once_without_overlap_in_few_rows():
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([np.full(200, 128), rng.integers(5, 128, size=56)])  # BERT's mix at 128
+    rows, offsets, n_rows = pretrain_data.pack(lengths, 128)
+    assert ((offsets >= 0) & (offsets + lengths <= 128)).all() and rows.max() == n_rows - 1
+    for row in range(n_rows):  # the sequences of a row lie side by side, none overlapping
+        mine = np.flatnonzero(rows == row)
+        spans = sorted(zip(offsets[mine], offsets[mine] + lengths[mine]))
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    fills = np.bincount(rows, weights=lengths)
+    assert np.sort(fills)[:2].sum() > 128  # first fit: no two rows could have been one
+    assert n_rows <= 11 / 9 * -(-lengths.sum() // 128) + 6 / 9  # first-fit decreasing's bound (Dosa 2007)
+    assert pretrain_data.pack([3, 3, 3], 8)[2] == 2 and pretrain_data.pack([8], 8)[2] == 1
+
+
+@pytest.mark.parametrize("pad_to_length", [False, True])
+def test_packed_sequences_train_as_one_sequence_per_row(tokenizer, pad_to_length):
+    """Several sequences to a row, each attending to itself alone with its own positions: the loss
+    and every gradient are those of the one-per-row batch (no dropout; float rounding apart)."""
+    model, pairs, hp = tiny_model_and_pairs(tokenizer)  # 8 pairs of at most 40 tokens, in rows of 80
+    one_per_row = pretrain_data.masked_batch(pairs, tokenizer, hp, 80, seed=1, step=0)
+    packed = pretrain_data.masked_batch(pairs, tokenizer, hp, 80, seed=1, step=0, pad_to_length=pad_to_length,
+                                        pack_rows_multiple=4)
+    rows, width = packed["input_ids"].shape
+    # pairs of 40, 11, 11, 40, 11, 40, 23 and 40 tokens: 3 rows, and one of padding to a multiple of 4
+    assert rows == 4 and packed["sequence_ids"][3].eq(-1).all() and (width == 80 or not pad_to_length)
+    placed = packed["sequence_ids"]
+    assert (placed >= 0).sum() == (one_per_row["sequence_ids"] >= 0).sum()  # every token, once
+    assert ((placed >= 0).sum(1) > (placed >= 0).sum(1).min()).any()  # rows hold different numbers of tokens
+    assert torch.equal(packed["input_ids"].flatten()[packed["masked_positions"]],
+                       one_per_row["input_ids"].flatten()[one_per_row["masked_positions"]])
+    assert packed["input_ids"].flatten()[packed["first_positions"]].eq(tokenizer.cls_token_id).all()
+
+    def loss_and_gradients(batch):
+        model.zero_grad()
+        loss = pretrain.pretraining_loss(model, batch)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    loss, gradients = loss_and_gradients(one_per_row)
+    packed_loss, packed_gradients = loss_and_gradients(packed)
+    assert packed_loss == pytest.approx(loss, abs=1e-5)
+    torch.testing.assert_close(packed_gradients, gradients, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -14,8 +14,10 @@ tokens are predicted, at most `max_predictions` of them (BERT: 20 at length 128)
 [MASK], 10% a random token, 10% kept; AdamW with linear warm-up and linear decay. Sequences hold up
 to `max_length` tokens, and `long_max_length` from step `long_from_step` on (BERT: 128, then 512,
 with 80 predictions, for the last 10% of steps, which is what trains the position embeddings past
-128). The MLM output layer is computed only at the predicted positions, as BERT's own code does. On
-a GPU each phase's step has one shape and is replayed as a CUDA graph (crossdisc.accel).
+128). The MLM output layer is computed only at the predicted positions, as BERT's own code does.
+A step's sequences are packed several to a row, each attending to itself alone, which is the loss
+of one sequence per row on fewer rows. On a GPU each phase's step has a few shapes, each replayed as
+a CUDA graph (crossdisc.accel).
 The text comes tokenised, deduplicated and sharded from crossdisc.corpus.
 """
 
@@ -36,7 +38,7 @@ from .training import StepLog, autocast_for, load_state, pick_device, save_state
 
 DEFAULTS = {"max_length": 128, "batch_size": 32, "lr": 1e-4, "warmup_steps": 0, "weight_decay": 0.01,
             "mask_probability": 0.15, "short_seq_probability": 0.1, "checkpoint_every": 500, "precision": "bf16",
-            "cuda_graphs": True}
+            "cuda_graphs": True, "pack_sequences": True}
 STATE_FILE = "training_state.pt"
 
 
@@ -44,18 +46,22 @@ def pretraining_loss(model, batch):
     """BERT's loss (run_pretraining.py) of a BertForPreTraining on a batch of masked_batch: the masked
     LM's mean negative log-likelihood over the predicted positions, sum(weight * nll) /
     (predictions + 1e-5), plus the next-sentence cross-entropy's mean over the sequences. The MLM
-    output layer (hidden x vocabulary, the largest matrix of a small BERT) runs at the (rows,
-    max_predictions) predicted positions only. The means divide by the whole batch's counts
-    (`predictions`, `sequences`), so that the losses of processes that each train on some of the
-    batch's rows add up to the loss of one process training on all of them."""
-    encoded = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         token_type_ids=batch["token_type_ids"])
-    hidden = encoded.last_hidden_state
-    positions = batch["masked_positions"].unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-    words = model.cls.predictions(hidden.gather(1, positions))
-    nll = torch.nn.functional.cross_entropy(words.flatten(0, 1).float(), batch["masked_targets"].flatten(),
-                                            reduction="none")
-    next_sentence = model.cls.seq_relationship(encoded.pooler_output)
+    output layer (hidden x vocabulary, the largest matrix of a small BERT) runs at the (sequences,
+    max_predictions) predicted positions only, and the pooler at each sequence's [CLS], wherever a
+    sequence lies in the rows (packed several to a row or one per row). The means divide by the
+    whole batch's counts (`predictions`, `sequences`), so that the losses of processes that each
+    train on some of the batch's rows add up to the loss of one process training on all of them."""
+    sequence_ids = batch["sequence_ids"]
+    # each token attends to the tokens of its own sequence alone (padding, -1, to padding)
+    attention = (sequence_ids.unsqueeze(-1) == sequence_ids.unsqueeze(-2)).unsqueeze(1)
+    encoded = model.bert(input_ids=batch["input_ids"], attention_mask=attention,
+                         token_type_ids=batch["token_type_ids"], position_ids=batch["position_ids"])
+    hidden = encoded.last_hidden_state.flatten(0, 1)
+    # index_select: its backward (index_add_) needs no host sync, so the step records as a CUDA graph
+    words = model.cls.predictions(hidden.index_select(0, batch["masked_positions"].flatten()))
+    nll = torch.nn.functional.cross_entropy(words.float(), batch["masked_targets"].flatten(), reduction="none")
+    pooled = model.bert.pooler(hidden.index_select(0, batch["first_positions"]).unsqueeze(1))
+    next_sentence = model.cls.seq_relationship(pooled)
     next_nll = torch.nn.functional.cross_entropy(next_sentence.float(), batch["next_sentence_labels"], reduction="sum")
     return ((batch["masked_weights"].flatten() * nll).sum() / (batch["predictions"] + 1e-5)
             + next_nll / batch["sequences"])
@@ -123,6 +129,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
     cuda_graphs = hp["cuda_graphs"] and ranks.size == 1
     run_step = accel.micro_batch_runner(train_step, model, device, cuda_graphs)  # speed only
     fixed_width = accel.fixed_batch_width(device, cuda_graphs)
+    rows_multiple = accel.packed_rows_multiple(device, cuda_graphs) if hp["pack_sequences"] else None
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
@@ -153,7 +160,8 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         if len(pairs) < ranks.size:
             raise InputError(corpus_path, f"{len(pairs)} sequences of {length} tokens in all: fewer than the "
                                           f"{ranks.size} processes that would share them")
-        batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), pad_to_length=fixed_width)
+        batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), pad_to_length=fixed_width,
+                             pack_rows_multiple=rows_multiple)
         loss = run_step(to_device(batch, device))
         optimizer.step()
         scheduler.step()

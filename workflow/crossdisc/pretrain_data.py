@@ -198,22 +198,72 @@ def max_predictions(hp, length):
     return hp.get(key) or math.ceil(length * hp["mask_probability"])
 
 
-def masked_batch(pairs, tokenizer, hp, length, seed, step, rows=None, pad_to_length=False):
+def pack(lengths, width):
+    """First-fit decreasing packing of sequences of `lengths` tokens into rows of `width`: each
+    sequence, longest first, goes into the first row with room for it (near the fewest rows for
+    BERT's lengths, Krell et al. 2021). Returns each sequence's row and offset in it, and the
+    number of rows."""
+    rows, offsets = np.zeros(len(lengths), np.int64), np.zeros(len(lengths), np.int64)
+    free = np.full(len(lengths) + 1, width)  # tokens left in each row; never more rows than sequences
+    used = 0
+    for i in np.argsort(-np.asarray(lengths), kind="stable"):
+        row = int(np.argmax(free[:used + 1] >= lengths[i]))  # row `used` is still empty, so one has room
+        rows[i], offsets[i] = row, width - free[row]
+        free[row] -= lengths[i]
+        used = max(used, row + 1)
+    return rows, offsets, used
+
+
+def arrange(ids, segments, attention, rows, offsets, n_rows, width, pad_token_id):
+    """Sequences (rows of `ids` and `segments`; their tokens where `attention`) placed at their
+    (row, offset) in `n_rows` rows of `width` tokens: the model's input_ids, token_type_ids,
+    position_ids (each token's position in its own sequence) and sequence_ids (the index of each
+    token's sequence; -1 for padding), and `starts`, the index of each sequence's first token in the
+    rows flattened."""
+    sequence, position = attention.nonzero(as_tuple=True)
+    starts = torch.as_tensor(rows * width + offsets)
+    at = starts[sequence] + position
+
+    def placed(values, fill):
+        flat = torch.full((n_rows * width,), fill, dtype=torch.long)
+        flat[at] = values
+        return flat.view(n_rows, width)
+
+    return {"input_ids": placed(ids[sequence, position], pad_token_id),
+            "token_type_ids": placed(segments[sequence, position], 0), "position_ids": placed(position, 0),
+            "sequence_ids": placed(sequence, -1)}, starts
+
+
+def masked_batch(pairs, tokenizer, hp, length, seed, step, rows=None, pad_to_length=False, pack_rows_multiple=None):
     """The tensors a pre-training step trains on, from the pairs of step `step`'s batch in its phase
     of `length` tokens: of its `rows` (a range; a data-parallel process's share; default all),
-    padded to the longest pair of the batch, or to `length` itself (pad_to_length: one shape for the
-    whole phase), masked as mask_tokens does. Keys: the model's input_ids (masked), attention_mask
-    and token_type_ids; masked_positions, masked_targets and masked_weights (rows x
-    max_predictions); next_sentence_labels; and the whole batch's `predictions` and `sequences`,
-    which the loss's means divide by, whichever rows a process trains on."""
+    masked as mask_tokens does, one sequence per row padded to the longest of the batch, or to
+    `length` itself (pad_to_length: one shape for the whole phase). With pack_rows_multiple, the
+    sequences are packed several to a row (pack) instead, the number of rows rounded up to a multiple
+    of it, each row as long as the fullest (pad_to_length: `length`); each token attends to its own
+    sequence only, so the loss is the one-per-row layout's. Keys: the model's input_ids (masked),
+    token_type_ids, position_ids and sequence_ids (see arrange); masked_positions (the predicted
+    tokens' indices in the rows flattened), masked_targets and masked_weights (sequences x
+    max_predictions); first_positions (each sequence's [CLS] in the rows flattened);
+    next_sentence_labels; and the whole batch's `predictions` and `sequences`, which the loss's means
+    divide by, whichever rows a process trains on."""
     rows = range(len(pairs)) if rows is None else rows
-    ids, segments, next_labels = collate(pairs, tokenizer, length if pad_to_length else None)
+    packed = pack_rows_multiple is not None
+    ids, segments, next_labels = collate(pairs, tokenizer, length if pad_to_length and not packed else None)
     attention = ids != tokenizer.pad_token_id
     predictions = sum(prediction_counts(ids, attention, tokenizer, hp["mask_probability"], max_predictions(hp, length)))
     mine = slice(rows.start, rows.stop)
     corrupted, positions, targets, weights = mask_tokens(ids[mine], attention[mine], tokenizer, hp["mask_probability"],
                                                          max_predictions(hp, length), seed, step, rows.start)
-    return {"input_ids": corrupted, "attention_mask": attention[mine].long(), "token_type_ids": segments[mine],
-            "masked_positions": positions, "masked_targets": targets, "masked_weights": weights,
-            "next_sentence_labels": next_labels[mine], "predictions": torch.tensor(float(predictions)),
-            "sequences": torch.tensor(float(len(pairs)))}
+    if packed:
+        lengths = attention[mine].sum(1).numpy()
+        where, offsets, n_rows = pack(lengths, length)
+        n_rows = -(-n_rows // pack_rows_multiple) * pack_rows_multiple
+        width = length if pad_to_length else int((offsets + lengths).max())
+    else:
+        where, offsets, n_rows, width = np.arange(len(rows)), np.zeros(len(rows), np.int64), len(rows), ids.shape[1]
+    inputs, starts = arrange(corrupted, segments[mine], attention[mine], where, offsets, n_rows, width,
+                             tokenizer.pad_token_id)
+    return {**inputs, "masked_positions": starts.unsqueeze(1) + positions, "masked_targets": targets,
+            "masked_weights": weights, "first_positions": starts, "next_sentence_labels": next_labels[mine],
+            "predictions": torch.tensor(float(predictions)), "sequences": torch.tensor(float(len(pairs)))}
