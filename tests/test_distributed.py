@@ -108,3 +108,21 @@ def test_a_job_whose_process_is_killed_resumes_to_the_checkpoint_of_an_uninterru
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[name], reference[name]) for name in reference)
     assert losses(out) == losses(uninterrupted)
+
+
+def test_the_gradients_to_sum_stay_views_of_one_buffer_through_backward_passes():
+    """What lets one all-reduce add up every gradient, and a replayed CUDA graph add into the same
+    tensors: backward passes and in-place zeroing keep each gradient a view of the shared buffer."""
+    from crossdisc.distributed import GradientSum
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    summed = GradientSum(model.parameters())
+    pointers = [p.grad.data_ptr() for p in model.parameters()]
+    for _ in range(2):
+        model(torch.randn(5, 4)).square().sum().backward()
+        assert [p.grad.data_ptr() for p in model.parameters()] == pointers
+        torch.testing.assert_close(summed.buffer, torch.cat([p.grad.flatten() for p in model.parameters()]))
+        assert summed.buffer.abs().sum() > 0
+        model.zero_grad(set_to_none=False)
+        assert not summed.buffer.any()

@@ -32,12 +32,36 @@ class Ranks:
         last batch is split as evenly as it goes."""
         return range(self.rank * batch_rows // self.size, (self.rank + 1) * batch_rows // self.size)
 
+    def gradient_sum(self, parameters):
+        """A call that sums the parameters' gradients over the processes (a no-op for one process)."""
+        return GradientSum(parameters) if self.size > 1 else lambda: None
+
     def sum(self, value):
         """The sum of a tensor over the processes (each process's part of the loss: the step's loss)."""
         if self.size > 1:
             value = value.clone()
             dist.all_reduce(value)
         return value
+
+
+class GradientSum:
+    """Sums the gradients of `parameters` over the processes, called after each backward pass: they
+    are views of one buffer, given before the first backward pass, that one all-reduce adds up.
+    After the backward rather than from autograd hooks (DistributedDataParallel's way, which overlaps
+    the exchange with the backward pass), so that a backward pass replayed as a CUDA graph, which
+    adds into these same tensors and runs no hooks, takes part too."""
+
+    def __init__(self, parameters):
+        parameters = [p for p in parameters if p.requires_grad]
+        self.buffer = torch.zeros(sum(p.numel() for p in parameters), dtype=parameters[0].dtype,
+                                  device=parameters[0].device)
+        offset = 0
+        for p in parameters:
+            p.grad = self.buffer[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+
+    def __call__(self):
+        dist.all_reduce(self.buffer)
 
 
 def start(device):

@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import accel, distributed
@@ -67,18 +66,6 @@ def pretraining_loss(model, batch):
             + next_nll / batch["sequences"])
 
 
-class PretrainingLoss(torch.nn.Module):
-    """The model with pretraining_loss as its forward: DistributedDataParallel averages gradients
-    only of what runs through its wrapped module's forward (pretraining_loss calls the model's parts)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch):
-        return pretraining_loss(self.model, batch)
-
-
 def pretraining_model(config, device):
     """A BertForPreTraining (encoder with pooler, MLM and NSP heads) of `config` initialised from
     scratch on `device`, in training mode, with PyTorch's fused attention (sdpa)."""
@@ -113,23 +100,19 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return max(0.0, (total_steps - s) / max(1, total_steps - hp["warmup_steps"]))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    step_loss = PretrainingLoss(model)
-    if ranks.size > 1:  # averages the processes' gradients in the backward pass (the buffers are constants)
-        step_loss = DistributedDataParallel(step_loss, forward_sync_buffers=False)
+    # the processes' gradients, summed after each backward pass (replayed graph or eager), are the batch's
+    sum_gradients = ranks.gradient_sum(model.parameters())
 
     def train_step(batch):
         """Forward, loss and backward of this process's rows of a step's batch; returns their loss."""
         with autocast():
-            loss = step_loss(batch)
-        (loss * ranks.size).backward()  # DDP averages the processes' gradients: times their number, the sum
+            loss = pretraining_loss(model, batch)
+        loss.backward()
         return loss.detach()
 
-    # One process: the step recorded as a CUDA graph on a GPU. Several: eager, as DDP's gradient
-    # exchange runs from autograd hooks that a replayed graph would not call.
-    cuda_graphs = hp["cuda_graphs"] and ranks.size == 1
-    run_step = accel.micro_batch_runner(train_step, model, device, cuda_graphs)  # speed only
-    fixed_width = accel.fixed_batch_width(device, cuda_graphs)
-    rows_multiple = accel.packed_rows_multiple(device, cuda_graphs) if hp["pack_sequences"] else None
+    run_step = accel.micro_batch_runner(train_step, model, device, hp["cuda_graphs"])  # speed only
+    fixed_width = accel.fixed_batch_width(device, hp["cuda_graphs"])
+    rows_multiple = accel.packed_rows_multiple(device, hp["cuda_graphs"]) if hp["pack_sequences"] else None
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
@@ -163,6 +146,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), pad_to_length=fixed_width,
                              pack_rows_multiple=rows_multiple)
         loss = run_step(to_device(batch, device))
+        sum_gradients()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=False)  # in place: recorded graphs add into the same tensors
