@@ -19,8 +19,8 @@ else
     base=(--hidden 768 --layers 12) pretrain_steps=20 batch=256 finetune_steps=300 precision_steps=200
 fi
 
-echo "== the pre-training step replayed as CUDA graphs trains as the eager step (and fine-tuning's)"
-python -m pytest -q tests/test_pretrain.py tests/test_training.py -k "graph" -p no:cacheprovider
+echo "== the pre-training step replayed as CUDA graphs trains as the eager step (with a summed gradient too; and fine-tuning's)"
+python -m pytest -q tests/test_pretrain.py tests/test_training.py tests/test_distributed.py -k "graph" -p no:cacheprovider
 
 echo "== pre-training throughput: BERT-base at the paper's batch, lengths 128 and 512"
 python benchmarks/pretrain_throughput.py --device cuda "${base[@]}" --batch-size "$batch" --lengths 128 512 \

@@ -161,7 +161,7 @@ def run_loop(name, args, length):
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
 
         def step(i):
-            ids, segments, next_labels = collate(batch_of(i), tokenizer)
+            ids, segments, next_labels, _ = collate(batch_of(i), tokenizer)
             features = collator([{"input_ids": sequence} for sequence in ids.tolist()])
             with autocast():
                 loss = model(input_ids=features["input_ids"].to(device), token_type_ids=segments.to(device),

@@ -137,6 +137,17 @@ def test_sentences_without_a_token_are_left_out_of_pretraining(tmp_path, tokeniz
         corpus.PreparedCorpus(tmp_path / "corpus.json", tokenizer)
 
 
+def test_text_that_names_a_special_token_is_words_not_the_token(tmp_path, tokenizer):
+    """As Google's BERT tokenised its corpus: "[SEP]" or "[PAD]" in the text are brackets and words,
+    so no sentence carries the ids that delimit and pad pre-training's sequences."""
+    (tmp_path / "corpus.txt").write_text("BERT pads with [PAD] and ends with [SEP].\nIt masks with [MASK].\n")
+    corpus.prepare_corpus(tmp_path / "corpus.txt", tokenizer, tmp_path / "corpus.json")
+    documents = corpus.PreparedCorpus(tmp_path / "corpus.json", tokenizer)[0]
+    ids = documents.tokens_of(0, len(documents.sentence_lengths()))
+    assert not set(ids) & set(tokenizer.all_special_ids)
+    assert tokenizer.convert_ids_to_tokens(ids)[3:6] == ["[", "pad", "]"]
+
+
 def test_token_counts_come_from_the_prepared_corpus_shard_by_shard(corpus_txt, tmp_path, tokenizer):
     corpus.prepare_corpus(corpus_txt, tokenizer, tmp_path / "one.json")
     corpus.prepare_corpus(corpus_txt, tokenizer, tmp_path / "three.json", shards=3)

@@ -126,3 +126,53 @@ def test_the_gradients_to_sum_stay_views_of_one_buffer_through_backward_passes()
         assert summed.buffer.abs().sum() > 0
         model.zero_grad(set_to_none=False)
         assert not summed.buffer.any()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gradients_summed_after_a_replayed_graph_train_as_eager_steps(tokenizer):
+    """On a GPU (a process group of one NCCL rank: the all-reduce runs, the sum is the gradient
+    itself): steps replayed as CUDA graphs whose gradients one all-reduce then sums train as eager
+    steps without it, in fp32 and without dropout."""
+    import socket
+
+    import torch.distributed as dist
+    from test_pretrain import numbered_documents
+    from transformers import BertConfig
+
+    from crossdisc import accel, pretrain_data
+    from crossdisc.distributed import GradientSum
+    from crossdisc.training import to_device
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    device = torch.device("cuda")
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1, device_id=device)
+    try:
+        hp = {**pretrain.DEFAULTS, "max_length": 40, "batch_size": 8, "max_predictions": 6}
+        batches = pretrain_data.Batches([numbered_documents(20, 10)], hp, seed=1)
+        config = BertConfig(vocab_size=len(tokenizer), **SPEC["architecture"])
+        curves = {}
+        for graphs in (True, False):
+            torch.manual_seed(0)
+            model = pretrain.pretraining_model(config, device)
+            summed = GradientSum(model.parameters()) if graphs else lambda: None
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+
+            def train_step(batch):
+                loss = pretrain.pretraining_loss(model, batch)
+                loss.backward()
+                return loss.detach()
+
+            run_step, curves[graphs] = accel.micro_batch_runner(train_step, model, device, graphs), []
+            for step in range(6):
+                batch = pretrain_data.masked_batch(batches(step), tokenizer, hp, 40, 1, step, pad_to_length=graphs,
+                                                   pack_rows_multiple=8 if graphs else 1)
+                curves[graphs].append(run_step(to_device(batch, device)).item())
+                summed()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=False)
+            assert accel.replays_graphs(run_step) == graphs
+        np.testing.assert_allclose(curves[True], curves[False], rtol=1e-3)
+    finally:
+        dist.destroy_process_group()

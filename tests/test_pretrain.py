@@ -82,7 +82,7 @@ def test_pairs_of_real_text_are_cut_to_the_sequence_length(tmp_path, tiny_bert, 
     chunks = pretrain_data.document_chunks(documents, 24, seed=1, short_seq_probability=0.1)
     pairs = [pretrain_data.sentence_pair(documents, chunk, 24, random.Random(i)) for i, chunk in enumerate(chunks.tolist())]
     assert all(a and b and len(a) + len(b) <= 21 for a, b, _ in pairs)
-    ids, segments, labels = pretrain_data.collate(pairs, tokenizer)
+    ids, segments, labels, _ = pretrain_data.collate(pairs, tokenizer)
     a, b, is_random_next = pairs[0]
     assert ids[0, : len(a) + len(b) + 3].tolist() == [101, *a, 102, *b, 102]
     assert segments[0].tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * (ids.shape[1] - len(a) - len(b) - 3)
@@ -344,6 +344,21 @@ def test_packing_places_every_sequence_once_without_overlap_in_few_rows():
     assert np.sort(fills)[:2].sum() > 128  # first fit: no two rows could have been one
     assert n_rows <= 11 / 9 * -(-lengths.sum() // 128) + 6 / 9  # first-fit decreasing's bound (Dosa 2007)
     assert pretrain_data.pack([3, 3, 3], 8)[2] == 2 and pretrain_data.pack([8], 8)[2] == 1
+
+
+def test_a_token_with_the_padding_id_is_a_token_of_its_sequence(tokenizer):
+    """What a sequence holds is its length, not its ids other than padding's: packed, a pair with the
+    padding id among its words keeps every token in place and its neighbours theirs."""
+    pad = tokenizer.pad_token_id
+    pairs = [([1000, pad, 1001], [1002, 1003], False), ([1004] * 5, [1005] * 4, True), ([1006], [1007], False)]
+    hp = {**pretrain.DEFAULTS, "max_length": 16, "batch_size": 3, "max_predictions": 3}
+    packed = pretrain_data.masked_batch(pairs, tokenizer, hp, 16, seed=1, step=0, pack_rows_multiple=1)
+    one_per_row = pretrain_data.masked_batch(pairs, tokenizer, hp, 16, seed=1, step=0)
+    assert (packed["sequence_ids"] >= 0).sum() == (one_per_row["sequence_ids"] >= 0).sum() == 8 + 12 + 5
+    assert one_per_row["sequence_ids"][0].tolist() == [0] * 8 + [-1] * 4
+    for key in ("masked_positions", "first_positions"):
+        assert torch.equal(packed["input_ids"].flatten()[packed[key]],
+                           one_per_row["input_ids"].flatten()[one_per_row[key]])
 
 
 @pytest.mark.parametrize("pad_to_length", [False, True])

@@ -88,7 +88,9 @@ def vocabulary_hash(tokenizer):
 def tokenize(sentences_of_documents, tokenizer):
     """Token ids (without specials) of every sentence, grouped by document."""
     flat = [s for doc in sentences_of_documents for s in doc]
-    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    # split_special_tokens: text that reads "[SEP]" or "[PAD]" is words, as Google's BERT tokenised
+    # it, never the ids that delimit and pad the pre-training sequences
+    ids = tokenizer(flat, add_special_tokens=False, split_special_tokens=True)["input_ids"] if flat else []
     grouped, at = [], 0
     for doc in sentences_of_documents:
         grouped.append(ids[at:at + len(doc)])

@@ -33,8 +33,14 @@ class Ranks:
         return range(self.rank * batch_rows // self.size, (self.rank + 1) * batch_rows // self.size)
 
     def gradient_sum(self, parameters):
-        """A call that sums the parameters' gradients over the processes (a no-op for one process)."""
-        return GradientSum(parameters) if self.size > 1 else lambda: None
+        """A call that sums the parameters' gradients over the processes (a no-op for one process),
+        which start from process 0's parameters (as DistributedDataParallel makes them)."""
+        if self.size == 1:
+            return lambda: None
+        parameters = list(parameters)
+        for parameter in parameters:
+            dist.broadcast(parameter.detach(), 0)
+        return GradientSum(parameters)
 
     def sum(self, value):
         """The sum of a tensor over the processes (each process's part of the loss: the step's loss)."""

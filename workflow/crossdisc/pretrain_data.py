@@ -179,15 +179,16 @@ def mask_tokens(ids, attention, tokenizer, probability, max_predictions, seed, s
 
 def collate(pairs, tokenizer, width=None):
     """Padded tensors of a batch of pairs, to `width` or else to the longest: the ids of
-    [CLS] A [SEP] B [SEP], their token type (segment) ids and the next-sentence labels (0: B follows
-    A, 1: B is random)."""
+    [CLS] A [SEP] B [SEP], their token type (segment) ids, the next-sentence labels (0: B follows
+    A, 1: B is random) and where the sequences' tokens are (True; False for padding)."""
     sequences = [[tokenizer.cls_token_id, *a, tokenizer.sep_token_id, *b, tokenizer.sep_token_id] for a, b, _ in pairs]
     ids = torch.full((len(pairs), width or max(map(len, sequences))), tokenizer.pad_token_id)
     segments = torch.zeros_like(ids)
     for i, (sequence, (a, _, _)) in enumerate(zip(sequences, pairs)):
         ids[i, : len(sequence)] = torch.as_tensor(sequence)
         segments[i, len(a) + 2: len(sequence)] = 1
-    return ids, segments, torch.tensor([int(is_random_next) for _, _, is_random_next in pairs])
+    tokens = torch.arange(ids.shape[1]) < torch.tensor([len(sequence) for sequence in sequences]).unsqueeze(1)
+    return ids, segments, torch.tensor([int(is_random_next) for _, _, is_random_next in pairs]), tokens
 
 
 def max_predictions(hp, length):
@@ -249,8 +250,7 @@ def masked_batch(pairs, tokenizer, hp, length, seed, step, rows=None, pad_to_len
     divide by, whichever rows a process trains on."""
     rows = range(len(pairs)) if rows is None else rows
     packed = pack_rows_multiple is not None
-    ids, segments, next_labels = collate(pairs, tokenizer, length if pad_to_length and not packed else None)
-    attention = ids != tokenizer.pad_token_id
+    ids, segments, next_labels, attention = collate(pairs, tokenizer, length if pad_to_length and not packed else None)
     predictions = sum(prediction_counts(ids, attention, tokenizer, hp["mask_probability"], max_predictions(hp, length)))
     mine = slice(rows.start, rows.stop)
     corrupted, positions, targets, weights = mask_tokens(ids[mine], attention[mine], tokenizer, hp["mask_probability"],
@@ -258,7 +258,7 @@ def masked_batch(pairs, tokenizer, hp, length, seed, step, rows=None, pad_to_len
     if packed:
         lengths = attention[mine].sum(1).numpy()
         where, offsets, n_rows = pack(lengths, length)
-        n_rows = -(-n_rows // pack_rows_multiple) * pack_rows_multiple
+        n_rows = min(-(-n_rows // pack_rows_multiple) * pack_rows_multiple, len(rows))  # never more than one per row
         width = length if pad_to_length else int((offsets + lengths).max())
     else:
         where, offsets, n_rows, width = np.arange(len(rows)), np.zeros(len(rows), np.int64), len(rows), ids.shape[1]
