@@ -117,7 +117,8 @@ def pairs(args, tokenizer, length):
 
 def contender(name, args, length, queue):
     """Train `name` for 1 + args.steps steps at `length`; put (sequences/s after the first step,
-    peak memory in MiB) on the queue, or None if it ran out of GPU memory."""
+    peak memory in MiB, and for crossdisc the mean CPU milliseconds of building a batch from its
+    pairs, else None) on the queue, or None if it ran out of GPU memory."""
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     try:
@@ -155,6 +156,7 @@ def run_loop(name, args, length):
     autocast = autocast_for(device)
     data = pairs(args, tokenizer, length)
     batch_of = lambda i: data[i * args.batch_size:(i + 1) * args.batch_size]  # noqa: E731
+    build_seconds = []
     if name == "huggingface":
         model = BertForPreTraining(config).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -187,8 +189,11 @@ def run_loop(name, args, length):
 
         def step(i):
             seed_step(0, i)
+            building = time.perf_counter()  # the CPU's part, which a GPU step must hide
             batch = masked_batch(batch_of(i), tokenizer, hp, length, 0, i, pad_to_length=fixed_width,
                                  pack_rows_multiple=rows_multiple)
+            if i:
+                build_seconds.append(time.perf_counter() - building)
             run_step(to_device(batch, device))
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
@@ -201,7 +206,8 @@ def run_loop(name, args, length):
         step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return args.steps * args.batch_size / (time.time() - started), peak_memory(device)
+    build_ms = 1000 * np.mean(build_seconds) if build_seconds else None
+    return args.steps * args.batch_size / (time.time() - started), peak_memory(device), build_ms
 
 
 def run_trainer(args, length):
@@ -236,7 +242,7 @@ def run_trainer(args, length):
         Trainer(model=BertForPreTraining(config), args=training, train_dataset=examples, callbacks=[clock],
                 data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)).train()
     first, last = clock.times
-    return args.steps * args.batch_size / (last - first), peak_memory(device)
+    return args.steps * args.batch_size / (last - first), peak_memory(device), None
 
 
 def main(argv=None):
@@ -285,26 +291,29 @@ def measure(args, argv):
             row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name]]
             if result is None:
                 print(f"  {CONTENDERS[name]:26s} out of GPU memory")
-                rows.append(row + ["out of memory", "", "", "", ""])
+                rows.append(row + ["out of memory", "", "", "", "", ""])
                 continue
-            speed, peak_mib = speeds[name] = result
+            speed, peak_mib, build_ms = speeds[name] = result
+            build = f"{build_ms:.1f}" if build_ms is not None else ""
             mfu = f"{100 * speed * flops / (peak * 1e12):.1f}%" if peak else "-"
             hours[name, length] = 1e6 * args.batch_size / speed / 3600
             ratios = " / ".join(f"{speed / speeds[other][0]:.2f}x" if other in speeds else "-"
                                 for other in ("huggingface", "trainer", "one-per-row")) if name == "crossdisc" else ""
             print(f"  {CONTENDERS[name]:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
-                  f"1M steps {hours[name, length]:8.1f} h" + (f"   (c)/(a) / (c)/(b) / (c)/(d) = {ratios}"
-                                                              if ratios else ""))
-            rows.append(row + [f"{speed:.1f}", ratios, f"{peak_mib:.0f} MiB", mfu, f"{hours[name, length]:.1f}"])
+                  f"1M steps {hours[name, length]:8.1f} h" + (f"   batch built in {build} ms" if build else "")
+                  + (f"   (c)/(a) / (c)/(b) / (c)/(d) = {ratios}" if ratios else ""))
+            rows.append(row + [f"{speed:.1f}", ratios, f"{peak_mib:.0f} MiB", mfu, f"{hours[name, length]:.1f}", build])
     notes = [f"Data: {args.data} ({'pairs that fill the sequence' if args.data == 'full' else BERT_RECIPE}). "
              "Sequences per second after one untimed step; MFU against the GPU's bf16 dense peak, with BERT's "
-             "model FLOPs of each sequence's tokens for every contender; hours for 1M steps at that batch and length."]
+             "model FLOPs of each sequence's tokens for every contender; hours for 1M steps at that batch and length; "
+             "for (c) and (d), the CPU milliseconds of masking and laying out a step's batch from its pairs, which "
+             "a GPU step must outlast (the CPU builds the next batch while the GPU trains)."]
     if ("crossdisc", 128) in hours and ("crossdisc", 512) in hours:
         schedule = 0.9 * hours["crossdisc", 128] + 0.1 * hours["crossdisc", 512]
         notes.append(f"BERT's schedule (90% of 1M steps at 128, 10% at 512) with (c): {schedule:.1f} h.")
         print(notes[-1])
     columns = ["model, batch x length", "contender", "sequences/s", "(c)/(a) / (c)/(b) / (c)/(d)", memory, "MFU",
-               "hours for 1M steps"]
+               "hours for 1M steps", "CPU ms to build a batch"]
     print(f"written to {record.save('pretrain_throughput', args.device, argv, columns, rows, notes, args.results_dir)}")
     return 0
 

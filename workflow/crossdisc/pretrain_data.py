@@ -3,6 +3,7 @@ collation, each step's batch a function of (seed, step) only (see Batches) and e
 masking of (seed, step, row) (see mask_tokens), so that a resumed, chained or multi-process run
 trains on exactly the batches of one uninterrupted run."""
 
+import itertools
 import math
 import random
 
@@ -160,35 +161,37 @@ def mask_tokens(ids, attention, tokenizer, probability, max_predictions, seed, s
     their original ids and their weights: 1, and 0 for the unused slots (position 0, id 0, as BERT
     pads them)."""
     special = (ids == tokenizer.cls_token_id) | (ids == tokenizer.sep_token_id)
-    corrupted = ids.clone()
-    positions = torch.zeros((len(ids), max_predictions), dtype=torch.long)
-    targets, weights = torch.zeros_like(positions), torch.zeros(positions.shape)
     counts = prediction_counts(ids, attention, tokenizer, probability, max_predictions)
-    selectable = (attention & ~special).numpy()
-    for row, (tokens, count, selectable_in_row) in enumerate(zip(ids.numpy(), counts, selectable)):
+    # numpy row by row (a BERT-base batch of 256 is built on the CPU while the GPU trains on the last)
+    tokens, selectable = ids.numpy(), (attention & ~special).numpy()
+    corrupted = tokens.copy()
+    positions = np.zeros((len(ids), max_predictions), dtype=np.int64)
+    targets, weights = np.zeros_like(positions), np.zeros(positions.shape, dtype=np.float32)
+    mask_id, vocabulary = tokenizer.mask_token_id, len(tokenizer)
+    for row, count in enumerate(counts):
         rng = np.random.default_rng([seed, step, first_row + row, MASKING])
-        chosen = np.sort(rng.permutation(np.flatnonzero(selectable_in_row))[:count])
-        action, random_words = rng.random(count), rng.integers(len(tokenizer), size=count)
-        replaced = np.where(action < 0.8, tokenizer.mask_token_id, np.where(action < 0.9, random_words, tokens[chosen]))
-        corrupted[row, chosen] = torch.from_numpy(replaced)
-        positions[row, :count] = torch.from_numpy(chosen)
-        targets[row, :count] = torch.from_numpy(tokens[chosen])
-        weights[row, :count] = 1.0
-    return corrupted, positions, targets, weights
+        chosen = np.sort(rng.permutation(np.flatnonzero(selectable[row]))[:count])
+        action, random_words = rng.random(count), rng.integers(vocabulary, size=count)
+        original = tokens[row, chosen]
+        corrupted[row, chosen] = np.where(action < 0.8, mask_id, np.where(action < 0.9, random_words, original))
+        positions[row, :count], targets[row, :count], weights[row, :count] = chosen, original, 1.0
+    return tuple(map(torch.from_numpy, (corrupted, positions, targets, weights)))
 
 
 def collate(pairs, tokenizer, width=None):
     """Padded tensors of a batch of pairs, to `width` or else to the longest: the ids of
     [CLS] A [SEP] B [SEP], their token type (segment) ids, the next-sentence labels (0: B follows
     A, 1: B is random) and where the sequences' tokens are (True; False for padding)."""
-    sequences = [[tokenizer.cls_token_id, *a, tokenizer.sep_token_id, *b, tokenizer.sep_token_id] for a, b, _ in pairs]
-    ids = torch.full((len(pairs), width or max(map(len, sequences))), tokenizer.pad_token_id)
-    segments = torch.zeros_like(ids)
-    for i, (sequence, (a, _, _)) in enumerate(zip(sequences, pairs)):
-        ids[i, : len(sequence)] = torch.as_tensor(sequence)
-        segments[i, len(a) + 2: len(sequence)] = 1
-    tokens = torch.arange(ids.shape[1]) < torch.tensor([len(sequence) for sequence in sequences]).unsqueeze(1)
-    return ids, segments, torch.tensor([int(is_random_next) for _, _, is_random_next in pairs]), tokens
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    sequences = [[cls, *a, sep, *b, sep] for a, b, _ in pairs]
+    lengths = np.array([len(sequence) for sequence in sequences])
+    columns = np.arange(width or lengths.max())
+    tokens = columns < lengths[:, None]
+    ids = np.full(tokens.shape, tokenizer.pad_token_id, dtype=np.int64)
+    ids[tokens] = np.fromiter(itertools.chain.from_iterable(sequences), np.int64, lengths.sum())  # row by row
+    segments = tokens & (columns >= np.array([len(a) + 2 for a, _, _ in pairs])[:, None])
+    return (torch.from_numpy(ids), torch.from_numpy(segments.astype(np.int64)),
+            torch.tensor([int(is_random_next) for _, _, is_random_next in pairs]), torch.from_numpy(tokens))
 
 
 def max_predictions(hp, length):
