@@ -184,14 +184,12 @@ def run_loop(name, args, length):
             return loss.detach()
 
         run_step = accel.micro_batch_runner(train_step, model, device, hp["cuda_graphs"])
-        fixed_width = accel.fixed_batch_width(device, hp["cuda_graphs"])
-        rows_multiple = accel.packed_rows_multiple(device, hp["cuda_graphs"]) if hp["pack_sequences"] else None
+        layout = accel.pretraining_batch_layout(device, hp["cuda_graphs"], hp["pack_sequences"])
 
         def step(i):
             seed_step(0, i)
             building = time.perf_counter()  # the CPU's part, which a GPU step must hide
-            batch = masked_batch(batch_of(i), tokenizer, hp, length, 0, i, pad_to_length=fixed_width,
-                                 pack_rows_multiple=rows_multiple)
+            batch = masked_batch(batch_of(i), tokenizer, hp, length, 0, i, **layout)
             if i:
                 build_seconds.append(time.perf_counter() - building)
             run_step(to_device(batch, device))

@@ -111,8 +111,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         return loss.detach()
 
     run_step = accel.micro_batch_runner(train_step, model, device, hp["cuda_graphs"])  # speed only
-    fixed_width = accel.fixed_batch_width(device, hp["cuda_graphs"])
-    rows_multiple = accel.packed_rows_multiple(device, hp["cuda_graphs"]) if hp["pack_sequences"] else None
+    layout = accel.pretraining_batch_layout(device, hp["cuda_graphs"], hp["pack_sequences"])
     at, curve = 0, StepLog()
     state_path = Path(state_dir) / STATE_FILE if state_dir else None
     for candidate in (state_path, Path(previous_dir) / STATE_FILE if previous_dir else None):
@@ -143,8 +142,7 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
         if len(pairs) < ranks.size:
             raise InputError(corpus_path, f"{len(pairs)} sequences of {length} tokens in all: fewer than the "
                                           f"{ranks.size} processes that would share them")
-        batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), pad_to_length=fixed_width,
-                             pack_rows_multiple=rows_multiple)
+        batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), **layout)
         loss = run_step(to_device(batch, device))
         sum_gradients()
         optimizer.step()

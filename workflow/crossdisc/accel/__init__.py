@@ -6,9 +6,9 @@ this package, and every piece trains exactly as the plain PyTorch it replaces (t
 - `micro_batch_runner(run, model, device, cuda_graphs)`: on a GPU, each micro-batch shape recorded
   once as a CUDA graph and replayed (cuda_graphs), which removes the per-kernel launch work that
   bounds a BERT-sized step at batch 32. Few shapes exist: fine-tuning rounds batch widths to
-  `batch_width_multiple`; pre-training pads every batch to its phase's sequence length
-  (`fixed_batch_width`), rounds its number of packed rows (`packed_rows_multiple`) and predicts a
-  fixed number of positions per sequence, so each phase has a few shapes.
+  `batch_width_multiple`; pre-training pads every batch to its phase's sequence length, rounds its
+  number of packed rows (`pretraining_batch_layout`) and predicts a fixed number of positions per
+  sequence, so each phase has a few shapes.
 """
 
 from .cuda_graphs import GraphedMicroBatches
@@ -34,16 +34,13 @@ def batch_width_multiple(device, cuda_graphs):
     return 16 if uses_cuda_graphs(device, cuda_graphs) else 1
 
 
-def fixed_batch_width(device, cuda_graphs):
-    """Whether pre-training pads every batch to its phase's sequence length (one recorded graph per
-    phase) rather than to its longest sequence (less work where each step runs eagerly)."""
-    return uses_cuda_graphs(device, cuda_graphs)
-
-
-def packed_rows_multiple(device, cuda_graphs):
-    """Packed pre-training batches have a multiple of this many rows: 8 where each number of rows is
-    a recorded graph (a phase then has a few shapes), else exactly as many as the sequences fill."""
-    return 8 if uses_cuda_graphs(device, cuda_graphs) else 1
+def pretraining_batch_layout(device, cuda_graphs, pack_sequences):
+    """The layout arguments of pretrain_data.masked_batch. Where each batch shape is a recorded
+    graph, rows as long as the phase's sequence length and packed rows numbering a multiple of 8 (a
+    phase then has a few shapes); where steps run eagerly, rows as long as the longest and as many
+    as the sequences fill (less work)."""
+    graphs = uses_cuda_graphs(device, cuda_graphs)
+    return {"pad_to_length": graphs, "pack_rows_multiple": (8 if graphs else 1) if pack_sequences else None}
 
 
 def micro_batch_runner(run, model, device, cuda_graphs):
