@@ -33,7 +33,7 @@ def test_every_pretraining_contender_trains(tiny_bert, tmp_path, data):
     import pretrain_throughput
 
     args = argparse.Namespace(tokenizer=str(tiny_bert), steps=2, batch_size=4, hidden=64, layers=1, device="cpu",
-                              data=data)
+                              data=data, batch_workers=2)
     if data == "recipe":
         tokenizer = pretrain_throughput.setting(args)[1]
         args.corpus = pretrain_throughput.prepare_recipe_corpus(tokenizer, 4000, tmp_path)

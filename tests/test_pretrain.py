@@ -207,6 +207,49 @@ def test_fine_tuning_starts_from_the_checkpoints_pooler(tmp_path, tiny_bert, ini
         assert torch.equal(model[name], checkpoint[name])
 
 
+def test_batches_built_by_worker_processes_are_the_ones_built_here(tmp_path, tiny_bert, tokenizer):
+    from crossdisc.accel import built_ahead
+    from crossdisc.corpus import PreparedCorpus
+
+    hp = {**pretrain.DEFAULTS, **PRETRAIN_HP, "long_max_length": 64, "long_from_step": 5}
+    # four shards: the workers read shards of their own (the training process holds none after counting)
+    batches = pretrain_data.Batches(PreparedCorpus(prepared_corpus(tmp_path, tiny_bert, shards=4), tokenizer), hp, 7)
+    batches.count_chunks(range(2, 12))
+    assert not batches.held
+
+    def build(step):
+        if step == 11:
+            raise InputError("corpus.json", "no batch at step 11")
+        return pretrain_data.masked_batch(batches(step), tokenizer, hp, batches.phase(step)[0], 7, step, range(1, 3),
+                                          pack_rows_multiple=1)
+
+    ahead = built_ahead(build, range(2, 12), workers=2)
+    for step, batch in zip(range(2, 11), ahead):  # steps of both phases, in order, each by one of two workers
+        here = build(step)
+        assert batch.keys() == here.keys() and all(torch.equal(batch[k], here[k]) for k in here)
+    with pytest.raises(InputError, match="corpus.json: no batch at step 11"):  # itself, not a worker's traceback
+        next(ahead)
+
+
+def test_a_job_whose_batches_worker_processes_build_trains_as_one_that_builds_them(tmp_path, tiny_bert, monkeypatch):
+    from safetensors.torch import load_file
+
+    from crossdisc import accel
+    from crossdisc.accel import built_ahead
+
+    hp = {**PRETRAIN_HP, "long_max_length": 64, "long_from_step": 4}
+    corpus = prepared_corpus(tmp_path, tiny_bert, shards=2)
+    pretrain.pretrain(corpus, tiny_bert, ARCH, tmp_path / "here", 6, 6, hp, batch_workers=2)  # on a CPU: none
+    monkeypatch.setattr(accel, "batch_workers", lambda device, workers: workers)  # as on a GPU
+    workers_asked = []
+    monkeypatch.setattr(accel, "built_ahead", lambda build, steps, workers: workers_asked.append(workers) or
+                        built_ahead(build, steps, workers))
+    pretrain.pretrain(corpus, tiny_bert, ARCH, tmp_path / "ahead", 6, 6, hp, batch_workers=2)
+    assert workers_asked == [2]
+    here, ahead = (load_file(tmp_path / run / "model.safetensors") for run in ("here", "ahead"))
+    assert here.keys() == ahead.keys() and all(torch.equal(here[k], ahead[k]) for k in here)
+
+
 def test_a_masked_lm_only_state_is_refused(tmp_path, tiny_bert):
     previous = tmp_path / "step-0"
     previous.mkdir()

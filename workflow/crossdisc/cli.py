@@ -67,6 +67,8 @@ def _commands():
     p.add_argument("--previous")
     p.add_argument("--state")
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch-workers", type=int, default=2,
+                   help="on a GPU, processes that build the batches ahead of the step (0: the training process)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("claim-gpus", help="run a command (torchrun) on GPUs that no other training job holds")
@@ -142,7 +144,7 @@ def run(args):
         from .pretrain import pretrain
         spec = args.spec
         pretrain(args.corpus, args.tokenizer, spec["architecture"], args.out, args.step, spec["total_steps"],
-                 spec["training"], spec["seed"], args.previous, args.state, args.device)
+                 spec["training"], spec["seed"], args.previous, args.state, args.device, args.batch_workers)
     elif args.command == "finetune":
         from .finetune import finetune
         summary = finetune(args.tokens, args.token_map, args.model, args.init, args.out, args.state, args.hparams,

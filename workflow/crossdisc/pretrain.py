@@ -17,7 +17,7 @@ with 80 predictions, for the last 10% of steps, which is what trains the positio
 128). The MLM output layer is computed only at the predicted positions, as BERT's own code does.
 A step's sequences are packed several to a row, each attending to itself alone, which is the loss
 of one sequence per row on fewer rows. On a GPU each phase's step has a few shapes, each replayed as
-a CUDA graph (crossdisc.accel).
+a CUDA graph, and worker processes build the next steps' batches (crossdisc.accel).
 The text comes tokenised, deduplicated and sharded from crossdisc.corpus.
 """
 
@@ -75,9 +75,10 @@ def pretraining_model(config, device):
 
 
 def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_steps, hparams, seed=100,
-             previous_dir=None, state_dir=None, device="auto"):
+             previous_dir=None, state_dir=None, device="auto", batch_workers=2):
     """Train until `step` and save the checkpoint to out_dir. corpus_path is a prepared corpus's
-    manifest (`crossdisc gather-corpus`), checked against the tokenizer and read a shard at a time."""
+    manifest (`crossdisc gather-corpus`), checked against the tokenizer and read a shard at a time.
+    On a GPU, `batch_workers` processes build the batches ahead (0: this process builds them)."""
     from transformers import BertConfig
 
     hp = {**DEFAULTS, **hparams}
@@ -132,17 +133,22 @@ def pretrain(corpus_path, tokenizer_dir, architecture, out_dir, step, total_step
                 "scheduler": scheduler.state_dict(), "step": at, "curve": curve.read()}
 
     batches = Batches(PreparedCorpus(corpus_path, tokenizer) if at < step else None, hp, seed)
-    progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train",
-                    disable=not ranks.main)
-    while at < step:
-        # dropout depends on (seed, step, process), masking on (seed, step, row): a resumed chain is exact
-        seed_step(seed, at, ranks.rank)
-        length, _ = batches.phase(at)
-        pairs = batches(at)  # the step's whole batch, the same in every process
+    batches.count_chunks(range(at, step))  # one pass over the corpus, before any batch worker starts
+
+    def batch_of(s):
+        """This process's rows of step s's batch, masked and laid out (masking depends on (seed,
+        step, row) alone: a resumed chain is exact)."""
+        length, _ = batches.phase(s)
+        pairs = batches(s)  # the step's whole batch, the same in every process
         if len(pairs) < ranks.size:
             raise InputError(corpus_path, f"{len(pairs)} sequences of {length} tokens in all: fewer than the "
                                           f"{ranks.size} processes that would share them")
-        batch = masked_batch(pairs, tokenizer, hp, length, seed, at, ranks.rows(len(pairs)), **layout)
+        return masked_batch(pairs, tokenizer, hp, length, seed, s, ranks.rows(len(pairs)), **layout)
+
+    progress = tqdm(total=step, initial=at, file=sys.stderr, mininterval=5, desc="pre-train",
+                    disable=not ranks.main)
+    for batch in accel.pretraining_batches(batch_of, range(at, step), device, batch_workers):  # speed only
+        seed_step(seed, at, ranks.rank)  # dropout depends on (seed, step, process)
         loss = run_step(to_device(batch, device))
         sum_gradients()
         optimizer.step()

@@ -115,6 +115,15 @@ class Batches:
                                                   for shard in range(len(self.shards))])
         return self.chunk_counts[length]
 
+    def count_chunks(self, steps):
+        """Count each shard's chunks at the sequence lengths of `steps` (a range) now: the pass over
+        the corpus that a phase's first batch makes, made once here rather than again in each worker
+        process that forks from this one to build batches. Holds no shard afterwards (a process
+        whose workers build its batches reads none)."""
+        for step in {steps[0], steps[-1]} if steps else ():
+            self.counts(self.phase(step)[0])
+        self.held.clear()
+
     def __call__(self, step):
         length, phase_start = self.phase(step)
         counts, size = self.counts(length), self.hp["batch_size"]

@@ -20,7 +20,8 @@ rule pretrain:
         ENV
     threads: pretrain_threads
     # A series' gpus and nodes: the job's GPUs, its tasks on SLURM and the command that starts its
-    # processes (launcher: a resource, not a param, since a changed param reruns finished checkpoints)
+    # processes (launcher and batch_workers: resources, not params, since a changed param reruns
+    # finished checkpoints)
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
@@ -31,6 +32,7 @@ rule pretrain:
         gres=pretrain_resource("gres"),
         mpi=pretrain_resource("mpi"),
         launcher=pretrain_launcher,
+        batch_workers=config["resources"]["batch_workers"],
     params:
         spec=pretrain_spec,
         previous=optional_flag("previous"),
@@ -39,4 +41,4 @@ rule pretrain:
     shell:
         "{resources.launcher} pretrain --corpus {input.corpus} --tokenizer {input.tokenizer} "
         "--spec {params.spec:q} --step {wildcards.step} {params.previous} --state {params.state} "
-        "--device {params.device} --out {output} > {log} 2>&1"
+        "--device {params.device} --batch-workers {resources.batch_workers} --out {output} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Speed machinery, behind the two calls the training loops make; a reader of the loops can skip
+"""Speed machinery, behind the few calls the training loops make; a reader of the loops can skip
 this package, and every piece trains exactly as the plain PyTorch it replaces (tested).
 
 - `prepare(model)`: for a sequence classifier of the BERT family, a last layer that computes only
@@ -9,8 +9,12 @@ this package, and every piece trains exactly as the plain PyTorch it replaces (t
   `batch_width_multiple`; pre-training pads every batch to its phase's sequence length, rounds its
   number of packed rows (`pretraining_batch_layout`) and predicts a fixed number of positions per
   sequence, so each phase has a few shapes.
+- `pretraining_batches(build, steps, device, workers)`: on a GPU, each step's batch built ahead by
+  worker processes (batches_ahead), so that the CPU's work on a batch does not set the pace of a
+  job of many GPUs, whose processes each train on a small share of the batch.
 """
 
+from .batches_ahead import built_ahead
 from .cuda_graphs import GraphedMicroBatches
 from .first_position import first_position_last_layer
 
@@ -41,6 +45,20 @@ def pretraining_batch_layout(device, cuda_graphs, pack_sequences):
     as the sequences fill (less work)."""
     graphs = uses_cuda_graphs(device, cuda_graphs)
     return {"pad_to_length": graphs, "pack_rows_multiple": (8 if graphs else 1) if pack_sequences else None}
+
+
+def batch_workers(device, workers):
+    """Worker processes that build pre-training batches: `workers` on a GPU; none on a CPU, whose
+    cores the training step itself keeps busy."""
+    return workers if device.type == "cuda" else 0
+
+
+def pretraining_batches(build, steps, device, workers):
+    """build(step) for each of `steps` (a range), in order: where batch_workers gives workers, built
+    ahead by them while this process trains; else built here, when asked for."""
+    if (workers := batch_workers(device, workers)) and steps:
+        return built_ahead(build, steps, workers)
+    return map(build, steps)
 
 
 def micro_batch_runner(run, model, device, cuda_graphs):
