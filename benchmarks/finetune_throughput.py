@@ -117,6 +117,8 @@ def _contender(device, warm_up_args, run, queue):
     a CPU), put on `queue` (record.in_fresh_process runs it in a process of its own)."""
     torch.set_num_threads(os.cpu_count())
     warm_up(*warm_up_args, device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # the contender's peak, not the fp32 warm-up's
     speed, accuracy = run()
     queue.put((speed, accuracy, torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None))
 

@@ -78,10 +78,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_corpus(tmp / "corpus.txt")
-        prepare_corpus(tmp / "corpus.txt", load_tokenizer(tokenizer_dir), tmp / "corpus.parquet")
+        prepare_corpus(tmp / "corpus.txt", load_tokenizer(tokenizer_dir), tmp / "corpus.json")
         for i, (name, setting) in enumerate(RUNS.items()):
             started = time.time()
-            pretrain.pretrain(tmp / "corpus.parquet", tokenizer_dir, architecture, tmp / f"run-{i}", args.steps,
+            pretrain.pretrain(tmp / "corpus.json", tokenizer_dir, architecture, tmp / f"run-{i}", args.steps,
                               args.steps, {**hp, **setting}, device=args.device)
             seconds = time.time() - started  # model building and the first steps included
             state = torch.load(tmp / f"run-{i}" / pretrain.STATE_FILE, weights_only=True)

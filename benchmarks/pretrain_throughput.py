@@ -116,9 +116,11 @@ def pairs(args, tokenizer, length):
 
 
 def contender(name, args, length, queue):
-    """Train `name` for 1 + args.steps steps at `length`; put (sequences/s after the first step,
-    peak memory in MiB, and for crossdisc the mean CPU milliseconds of building a batch from its
-    pairs, else None) on the queue, or None if it ran out of GPU memory."""
+    """Train `name` for args.steps timed steps at `length` after untimed ones (the first step; for
+    crossdisc on a GPU, one of each batch shape, whose graph it records); put (sequences/s of the
+    timed steps, peak memory in MiB, for crossdisc the mean CPU milliseconds of building a batch from
+    its pairs and on a GPU whether its steps were replayed graphs, else None and None) on the queue,
+    or None if it ran out of GPU memory."""
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     try:
@@ -171,6 +173,9 @@ def run_loop(name, args, length):
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
+        def warm_up():
+            step(0)
     else:  # as crossdisc.pretrain.pretrain trains
         model = pretraining_model(config, device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -189,19 +194,34 @@ def run_loop(name, args, length):
         def build(i):
             return masked_batch(batch_of(i), tokenizer, hp, length, 0, i, **layout)
 
-        for i in range(1, min(args.steps, 5) + 1):  # the CPU's part, which a GPU step must hide
+        built = []
+        for i in range(args.steps + 1):  # here, timed: the CPU's part, which a GPU step must hide
             building = time.perf_counter()
-            build(i)
+            built.append(build(i))
             build_seconds.append(time.perf_counter() - building)
-        batches = accel.pretraining_batches(build, range(args.steps + 1), device, args.batch_workers)
+        build_seconds = build_seconds[1:]  # the first pays for first calls
+        first_of_shape = {}
+        for i, batch in enumerate(built):
+            first_of_shape.setdefault(tuple(tuple(t.shape) for t in batch.values()), i)
+        batches = accel.pretraining_batches(build, range(1, args.steps + 1), device, args.batch_workers)
 
-        def step(i):
+        def train(batch, i):
             seed_step(0, i)
-            run_step(to_device(next(batches), device))
+            run_step(to_device(batch, device))
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
 
-    step(0)  # warm-up (and on a GPU, the recording of the graph), untimed
+        def warm_up():
+            """Where steps are graphs, a step of each batch shape, so that every graph is recorded
+            before the timing starts (packed batches come in a few shapes); else the first step."""
+            graphed = accel.uses_cuda_graphs(device, hp["cuda_graphs"])
+            for i in first_of_shape.values() if graphed else (0,):
+                train(built[i], i)
+
+        def step(i):
+            train(next(batches), i)
+
+    warm_up()  # untimed
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.time()
@@ -209,8 +229,11 @@ def run_loop(name, args, length):
         step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
+    seconds = time.time() - started
+    # False: a shape could not be recorded, and the steps ran eagerly
+    graphs = accel.replays_graphs(run_step) if name != "huggingface" and device.type == "cuda" else None
     build_ms = 1000 * np.mean(build_seconds) if build_seconds else None
-    return args.steps * args.batch_size / (time.time() - started), peak_memory(device), build_ms
+    return args.steps * args.batch_size / seconds, peak_memory(device), build_ms, graphs
 
 
 def run_trainer(args, length):
@@ -245,7 +268,7 @@ def run_trainer(args, length):
         Trainer(model=BertForPreTraining(config), args=training, train_dataset=examples, callbacks=[clock],
                 data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)).train()
     first, last = clock.times
-    return args.steps * args.batch_size / (last - first), peak_memory(device), None
+    return args.steps * args.batch_size / (last - first), peak_memory(device), None, None
 
 
 def main(argv=None):
@@ -278,7 +301,7 @@ def measure(args, argv):
     torch.set_num_threads(os.cpu_count())  # as each contender does
     peak = bf16_peak_tflops(torch.cuda.get_device_name()) if args.device == "cuda" else None
     print(f"BERT {args.layers} layers x {args.hidden}, vocabulary of {args.tokenizer}, batch {args.batch_size}, "
-          f"{args.steps} steps after one untimed, {hardware(args.device)}"
+          f"{args.steps} timed steps after untimed ones, {hardware(args.device)}"
           + (f" (bf16 dense peak {peak} TFLOP/s)" if peak else ", no MFU (not a GPU of BF16_PEAK_TFLOPS)"
              if args.device == "cuda" else ""))
     _, tokenizer, config = setting(args)
@@ -293,26 +316,28 @@ def measure(args, argv):
         speeds = {}
         for name in sorted(args.contenders, key=lambda name: name == "crossdisc"):  # (c) last, for its ratios
             result = record.in_fresh_process(contender, name, args, length)  # none inherits another's state
-            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name]]
+            label = CONTENDERS[name] + (" (eager: a shape could not be recorded)" if result and result[3] is False else "")
+            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", label]
             if result is None:
                 print(f"  {CONTENDERS[name]:26s} out of GPU memory")
                 rows.append(row + ["out of memory", "", "", "", "", ""])
                 continue
-            speed, peak_mib, build_ms = speeds[name] = result
+            speed, peak_mib, build_ms, _ = speeds[name] = result
             build = f"{build_ms:.1f}" if build_ms is not None else ""
             mfu = f"{100 * speed * flops / (peak * 1e12):.1f}%" if peak else "-"
             hours[name, length] = 1e6 * args.batch_size / speed / 3600
             ratios = " / ".join(f"{speed / speeds[other][0]:.2f}x" if other in speeds else "-"
                                 for other in ("huggingface", "trainer", "one-per-row")) if name == "crossdisc" else ""
-            print(f"  {CONTENDERS[name]:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
+            print(f"  {label:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
                   f"1M steps {hours[name, length]:8.1f} h" + (f"   batch built in {build} ms" if build else "")
                   + (f"   (c)/(a) / (c)/(b) / (c)/(d) = {ratios}" if ratios else ""))
             rows.append(row + [f"{speed:.1f}", ratios, f"{peak_mib:.0f} MiB", mfu, f"{hours[name, length]:.1f}", build])
     notes = [f"Data: {args.data} ({'pairs that fill the sequence' if args.data == 'full' else BERT_RECIPE}). "
-             "Sequences per second after one untimed step; MFU against the GPU's bf16 dense peak, with BERT's "
+             "Sequences per second after untimed steps (the first; for (c) and (d) on a GPU, one of each batch "
+             "shape, so that no recording is timed); MFU against the GPU's bf16 dense peak, with BERT's "
              "model FLOPs of each sequence's tokens for every contender; hours for 1M steps at that batch and length; "
              "for (c) and (d), the CPU milliseconds of masking and laying out a step's batch from its pairs in one "
-             "process (mean of up to 5 batches, before the timed steps), which a GPU step must outlast where "
+             "process (mean over the timed steps' batches, built before them), which a GPU step must outlast where "
              f"the batches are built by the training process (--batch-workers 0; here {args.batch_workers} on a GPU)."]
     if ("crossdisc", 128) in hours and ("crossdisc", 512) in hours:
         schedule = 0.9 * hours["crossdisc", 128] + 0.1 * hours["crossdisc", 512]

@@ -42,8 +42,9 @@ def test_every_pretraining_contender_trains(tiny_bert, tmp_path, data):
     for name in pretrain_throughput.CONTENDERS:
         results = queue.Queue()
         pretrain_throughput.contender(name, args, 128 if data == "recipe" else 32, results)
-        speed, peak, build_ms = results.get()
+        speed, peak, build_ms, graphs = results.get()
         assert speed > 0 and peak > 0 and (build_ms > 0 if name in ("crossdisc", "one-per-row") else build_ms is None)
+        assert graphs is None  # on a CPU
 
 
 def test_model_flops_and_gpu_peaks_of_the_pretraining_benchmark():
@@ -59,6 +60,17 @@ def test_model_flops_and_gpu_peaks_of_the_pretraining_benchmark():
     peaks = {name: bench.bf16_peak_tflops(name) for name in names}
     assert peaks == {"NVIDIA H100 80GB HBM3": 989, "NVIDIA H200": 989, "NVIDIA A100-SXM4-80GB": 312,
                      "NVIDIA H100 PCIe": None, "NVIDIA H200 NVL": None, "Tesla T4": None}
+
+
+def test_the_precision_benchmark_trains_its_three_runs(tiny_bert, tmp_path, capsys):
+    import pretrain_precision
+
+    assert pretrain_precision.main(["--tokenizer", str(tiny_bert), "--steps", "4", "--batch-size", "4", "--length",
+                                    "64", "--hidden", "32", "--layers", "1", "--no-dropout", "--device", "cpu",
+                                    "--results-dir", str(tmp_path)]) == 0
+    # on a CPU all three are fp32 and eager: the same curve
+    assert "largest step-by-step loss difference (a) - (b), bf16 against fp32: 0" in capsys.readouterr().out
+    assert len(pretrain_precision.RUNS) == (tmp_path / "pretrain_precision-cpu.md").read_text().count("| (")
 
 
 def test_the_preprocessing_benchmark_runs_both_parts(tiny_bert, tmp_path, capsys):

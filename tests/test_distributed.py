@@ -146,7 +146,7 @@ def test_gradients_summed_after_a_replayed_graph_train_as_eager_steps(tokenizer)
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    device = torch.device("cuda")
+    device = torch.device("cuda", 0)  # init_process_group wants an indexed device
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1, device_id=device)
     try:
         hp = {**pretrain.DEFAULTS, "max_length": 40, "batch_size": 8, "max_predictions": 6}

@@ -207,7 +207,7 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         for m in range(step * hp["grad_accum"], (step + 1) * hp["grad_accum"]):
             rows = micro_batch(m)
             batch = collate(rows, table, device, multiple)
-            labels = torch.tensor(rows["label"].to_numpy(), device=device)
+            labels = to_device({"labels": torch.tensor(rows["label"].to_numpy())}, device)["labels"]  # no sync
             loss_sum = loss_sum + run_micro_batch(batch, labels)
             examples += len(rows)
         optimizer.step()
@@ -232,6 +232,8 @@ def finetune(tokens_path, token_map_path, model_dir, init, out_dir, state_dir, h
         if step % hp["checkpoint_every"] == 0:
             save_state(state_path, training_state())
     progress.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the steps still queued belong to the training time
     seconds = time.time() - started
 
     # ---- outputs --------------------------------------------------------------------------------

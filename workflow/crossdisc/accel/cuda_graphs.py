@@ -20,12 +20,15 @@ class GraphedMicroBatches:
     """A training micro-batch (forward, loss and backward) recorded as a CUDA graph per batch shape
     and replayed, so a step costs the GPU's work alone instead of the Python and launch overhead of
     some thousand kernels, which bounds an eager BERT-sized step at batch 32. Recording costs one
-    eager step per shape, not a compilation.
+    eager step and a capture per shape, not a compilation.
 
     `run(*inputs)` (tensors, or dicts of tensors: fine-tuning's batch and labels, pre-training's
     batch) returns the micro-batch's loss and accumulates its gradients into the parameters' `.grad`;
-    a call returns that loss as a tensor of its own. The first call of a shape runs eagerly (it is the
-    real step and the warm-up the recording needs), then records. Gradients must be zeroed in place
+    a call returns that loss as a tensor of its own. The first call of the first shape runs eagerly
+    (it is the real step and the warm-up recording needs), then records; a later shape is recorded
+    first and replayed (a recording runs nothing), so that its step takes memory from the graphs'
+    shared pool instead of an eager step's on top of it (at BERT-base's 256 x 512 each is tens of GB).
+    Gradients must be zeroed in place
     (zero_grad(set_to_none=False)): the graphs add into the gradient tensors that existed when they
     were recorded. Dropout draws from the CUDA generator at replay, so manual_seed before a step seeds
     it as in eager mode. A shape that cannot be recorded falls back to eager for the rest of the run,
@@ -45,13 +48,21 @@ class GraphedMicroBatches:
         if self.eager:
             return self.run(*inputs)
         shape = tuple((tuple(t.shape), t.dtype) for t in _tensors(inputs))
-        if shape in self.graphs:
-            graph, static_inputs, loss = self.graphs[shape]
-            for static, tensor in zip(_tensors(static_inputs), _tensors(inputs)):
-                static.copy_(tensor)
-            graph.replay()
-            return loss.clone()  # the next replay overwrites `loss`
-        side = torch.cuda.Stream()  # the eager step on a side stream, as recording wants its warm-up
+        if shape not in self.graphs:
+            if not self.graphs:
+                return self._warm_up_and_record(shape, inputs)
+            if not self._record(shape, inputs):
+                return self.run(*inputs)
+        graph, static_inputs, loss = self.graphs[shape]
+        for static, tensor in zip(_tensors(static_inputs), _tensors(inputs)):
+            static.copy_(tensor)
+        graph.replay()
+        return loss.clone()  # the next replay overwrites `loss`
+
+    def _warm_up_and_record(self, shape, inputs):
+        """The first shape's step, eagerly on a side stream (as recording wants its warm-up: the
+        libraries' lazy set-up, autograd's first pass), then its recording."""
+        side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             loss = self.run(*inputs)
@@ -60,9 +71,11 @@ class GraphedMicroBatches:
         return loss
 
     def _record(self, shape, inputs):
+        """Record run() on copies of `inputs` as this shape's graph; returns whether it could be (if
+        not, steps run eagerly from now on)."""
         static_inputs = _copies(inputs)
         gradients = [p.grad.data_ptr() if p.grad is not None else None for p in self.parameters]
-        # the graph allocates from its own pool, which cannot use the blocks the eager step left
+        # the graphs allocate from their own pool, which cannot use the blocks eager steps left
         # cached, and CUDA memory cannot be freed while recording: hand them back first (a BERT-base
         # pre-training step at 256 x 512 leaves tens of GB)
         torch.cuda.empty_cache()
@@ -75,9 +88,10 @@ class GraphedMicroBatches:
             print(f"crossdisc: CUDA graphs off, training eagerly: batch shape {[s for s, _ in shape]} could not be "
                   f"recorded ({str(failed).splitlines()[0]})", file=sys.stderr)
             self.eager = True
-            return
+            return False
         self._check_gradients(gradients)
         self.graphs[shape] = graph, static_inputs, loss
+        return True
 
     def _check_gradients(self, before):
         """Recording must have added into the existing gradient tensors, not replaced them."""
