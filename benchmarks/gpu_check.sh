@@ -9,9 +9,9 @@
 #
 #   bash benchmarks/gpu_check.sh            # everything
 #   QUICK=1 bash benchmarks/gpu_check.sh    # tiny sizes: that every step runs on this GPU
-set -uo pipefail
+set -u
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 python=${PYTHON:-python3}
 results=${RESULTS_DIR:-benchmarks/results}
 export PYTHONPATH="workflow${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -30,7 +30,7 @@ failed=()
 step() {  # step "what it checks" command...: run it, note a failure and go on
     echo "== $1"
     local started=$SECONDS
-    timeout "${STEP_TIMEOUT:-300}" "${@:2}" || failed+=("$1 (exit $?)")
+    timeout -k 30 "${STEP_TIMEOUT:-300}" "${@:2}" || failed+=("$1 (exit $?)")
     echo "   ($((SECONDS - started)) s)"
 }
 

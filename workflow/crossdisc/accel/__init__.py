@@ -73,4 +73,4 @@ def micro_batch_runner(run, model, device, cuda_graphs):
 
 def replays_graphs(runner):
     """Whether a runner from micro_batch_runner trains on replayed CUDA graphs."""
-    return isinstance(runner, GraphedMicroBatches) and runner.active
+    return isinstance(runner, GraphedMicroBatches)

@@ -1,8 +1,8 @@
 """Training micro-batches recorded as CUDA graphs and replayed (on a GPU)."""
 
-import sys
-
 import torch
+
+from ..errors import ConfigError
 
 
 def _tensors(inputs):
@@ -28,31 +28,22 @@ class GraphedMicroBatches:
     (it is the real step and the warm-up recording needs), then records; a later shape is recorded
     first and replayed (a recording runs nothing), so that its step takes memory from the graphs'
     shared pool instead of an eager step's on top of it (at BERT-base's 256 x 512 each is tens of GB).
-    Gradients must be zeroed in place
-    (zero_grad(set_to_none=False)): the graphs add into the gradient tensors that existed when they
-    were recorded. Dropout draws from the CUDA generator at replay, so manual_seed before a step seeds
-    it as in eager mode. A shape that cannot be recorded falls back to eager for the rest of the run,
-    with one message."""
+    Gradients must be zeroed in place (zero_grad(set_to_none=False)): the graphs add into the
+    gradient tensors that existed when they were recorded. Dropout draws from the CUDA generator at
+    replay, so manual_seed before a step seeds it as in eager mode. A shape that cannot be recorded
+    stops the run with a message that says to turn the graphs off (a failed capture leaves the CUDA
+    generator and the current stream in a state in which eager steps cannot safely go on)."""
 
     def __init__(self, run, parameters):
         self.run, self.parameters, self.graphs = run, list(parameters), {}
         self.pool = torch.cuda.graph_pool_handle()  # graphs never run at once: they share one memory pool
-        self.eager = False
-
-    @property
-    def active(self):
-        """Whether steps are replayed graphs (False once a shape could not be recorded)."""
-        return not self.eager
 
     def __call__(self, *inputs):
-        if self.eager:
-            return self.run(*inputs)
         shape = tuple((tuple(t.shape), t.dtype) for t in _tensors(inputs))
         if shape not in self.graphs:
             if not self.graphs:
                 return self._warm_up_and_record(shape, inputs)
-            if not self._record(shape, inputs):
-                return self.run(*inputs)
+            self._record(shape, inputs)
         graph, static_inputs, loss = self.graphs[shape]
         for static, tensor in zip(_tensors(static_inputs), _tensors(inputs)):
             static.copy_(tensor)
@@ -71,31 +62,25 @@ class GraphedMicroBatches:
         return loss
 
     def _record(self, shape, inputs):
-        """Record run() on copies of `inputs` as this shape's graph; returns whether it could be (if
-        not, steps run eagerly from now on)."""
+        """Record run() on copies of `inputs` as this shape's graph."""
         static_inputs = _copies(inputs)
         gradients = [p.grad.data_ptr() if p.grad is not None else None for p in self.parameters]
-        # the graphs allocate from their own pool, which cannot use the blocks eager steps left
-        # cached, and CUDA memory cannot be freed while recording: hand them back first (a BERT-base
-        # pre-training step at 256 x 512 leaves tens of GB)
-        torch.cuda.empty_cache()
-        graph = torch.cuda.CUDAGraph()
+        graph = torch.cuda.CUDAGraph()  # torch.cuda.graph first hands back the blocks eager steps left cached
         try:
             with torch.cuda.graph(graph, pool=self.pool):
                 loss = self.run(*static_inputs)
+        except torch.OutOfMemoryError:
+            raise  # as an eager step would
         except RuntimeError as failed:
-            self._check_gradients(gradients)
-            print(f"crossdisc: CUDA graphs off, training eagerly: batch shape {[s for s, _ in shape]} could not be "
-                  f"recorded ({str(failed).splitlines()[0]})", file=sys.stderr)
-            self.eager = True
-            return False
+            raise ConfigError("training.cuda_graphs", f"batch shape {[s for s, _ in shape]} could not be recorded "
+                                                      f"as a CUDA graph ({str(failed).splitlines()[0]}): set it to "
+                                                      "false to train with eager steps") from failed
         self._check_gradients(gradients)
         self.graphs[shape] = graph, static_inputs, loss
-        return True
 
     def _check_gradients(self, before):
         """Recording must have added into the existing gradient tensors, not replaced them."""
         after = [p.grad.data_ptr() if p.grad is not None else None for p in self.parameters]
         if after != before:
-            raise RuntimeError("a CUDA graph replaced parameter gradients instead of adding into them: "
-                               "set training: {cuda_graphs: false}")
+            raise ConfigError("training.cuda_graphs", "a CUDA graph replaced parameter gradients instead of adding "
+                                                      "into them: set it to false to train with eager steps")
