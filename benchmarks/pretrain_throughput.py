@@ -4,6 +4,8 @@ the same model size, batch, sequences and hardware.
 
   (a) Hugging Face: BertForPreTraining with DataCollatorForLanguageModeling, in a plain loop;
   (b) Hugging Face's Trainer: the same model and collator, trained by `Trainer`;
+      both, where the whole batch does not fit the GPU's memory at once, in 2, 4 or 8 micro-batches
+      whose gradients add up (gradient accumulation), as the table then says;
   (c) crossdisc: BERT's own masking (a fixed number of predictions per sequence), the MLM output
       layer at those positions only, fused AdamW, sequences packed several to a row, and on a GPU
       every batch padded to the sequence length, built ahead by worker processes (--batch-workers)
@@ -32,6 +34,7 @@ On a GPU the defaults are the paper's batch 256 at lengths 128 and 512; BERT-bas
 """
 
 import argparse
+import gc
 import math
 import os
 import re
@@ -118,14 +121,29 @@ def pairs(args, tokenizer, length):
 def contender(name, args, length, queue):
     """Train `name` for args.steps timed steps at `length` after untimed ones (the first step; for
     crossdisc on a GPU, one of each batch shape, whose graph it records); put (sequences/s of the
-    timed steps, peak memory in MiB, and for crossdisc the mean CPU milliseconds of building a batch
-    from its pairs, else None) on the queue, or None if it ran out of GPU memory."""
+    timed steps, peak memory in MiB, for crossdisc the mean CPU milliseconds of building a batch
+    from its pairs, else None, and the micro-batches a step took) on the queue, or None if it ran out
+    of GPU memory. Hugging Face's contenders, out of memory with the whole batch at once (their MLM
+    head scores every position against the whole vocabulary), take the step in 2, 4 or 8 micro-batches
+    whose gradients add up, as its recipe does with gradient accumulation."""
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    try:
-        queue.put(run_trainer(args, length) if name == "trainer" else run_loop(name, args, length))
-    except torch.cuda.OutOfMemoryError:
-        queue.put(None)
+    for micro_batches in (1, 2, 4, 8) if name in ("huggingface", "trainer") else (1,):
+        if args.batch_size % micro_batches:
+            break
+        try:
+            result = (run_trainer(args, length, micro_batches) if name == "trainer"
+                      else run_loop(name, args, length, micro_batches))
+        except torch.cuda.OutOfMemoryError:
+            result = None
+        if result is not None:
+            queue.put((*result, micro_batches))
+            return
+        # out of the handler, the failed attempt's frames are let go: free their memory for the next
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    queue.put(None)
 
 
 def setting(args):
@@ -145,7 +163,7 @@ def peak_memory(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_loop(name, args, length):
+def run_loop(name, args, length, micro_batches=1):
     from transformers import BertForPreTraining, DataCollatorForLanguageModeling
 
     from crossdisc import accel
@@ -164,12 +182,15 @@ def run_loop(name, args, length):
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
 
         def step(i):
-            ids, segments, next_labels, _ = collate(batch_of(i), tokenizer)
-            features = collator([{"input_ids": sequence} for sequence in ids.tolist()])
-            with autocast():
-                loss = model(input_ids=features["input_ids"].to(device), token_type_ids=segments.to(device),
-                             labels=features["labels"].to(device), next_sentence_label=next_labels.to(device)).loss
-            loss.backward()
+            batch, size = batch_of(i), args.batch_size // micro_batches
+            for part in range(micro_batches):
+                ids, segments, next_labels, _ = collate(batch[part * size:(part + 1) * size], tokenizer)
+                features = collator([{"input_ids": sequence} for sequence in ids.tolist()])
+                with autocast():
+                    loss = model(input_ids=features["input_ids"].to(device), token_type_ids=segments.to(device),
+                                 labels=features["labels"].to(device),
+                                 next_sentence_label=next_labels.to(device)).loss
+                (loss / micro_batches).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -237,7 +258,7 @@ def run_loop(name, args, length):
     return args.steps * args.batch_size / seconds, peak_memory(device), build_ms
 
 
-def run_trainer(args, length):
+def run_trainer(args, length, micro_batches=1):
     from transformers import (BertForPreTraining, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
                               TrainingArguments)
 
@@ -262,7 +283,8 @@ def run_trainer(args, length):
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         training = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=args.steps + 1, learning_rate=1e-4,
+            output_dir=tmp, per_device_train_batch_size=args.batch_size // micro_batches,
+            gradient_accumulation_steps=micro_batches, max_steps=args.steps + 1, learning_rate=1e-4,
             logging_strategy="no", save_strategy="no", report_to=[], use_cpu=device.type == "cpu",
             bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), dataloader_num_workers=0, seed=0,
             disable_tqdm=True)
@@ -317,18 +339,21 @@ def measure(args, argv):
         speeds = {}
         for name in sorted(args.contenders, key=lambda name: name == "crossdisc"):  # (c) last, for its ratios
             result = record.in_fresh_process(contender, name, args, length)  # none inherits another's state
-            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name]]
             if result is None:
                 print(f"  {CONTENDERS[name]:26s} out of GPU memory")
-                rows.append(row + ["out of memory", "", "", "", "", ""])
+                rows.append([f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name],
+                             "out of memory", "", "", "", "", ""])
                 continue
-            speed, peak_mib, build_ms = speeds[name] = result
+            speed, peak_mib, build_ms, micro_batches = speeds[name] = result
+            label = CONTENDERS[name] + (f", {micro_batches} x {args.batch_size // micro_batches} accumulated"
+                                        if micro_batches > 1 else "")
+            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", label]
             build = f"{build_ms:.1f}" if build_ms is not None else ""
             mfu = f"{100 * speed * flops / (peak * 1e12):.1f}%" if peak else "-"
             hours[name, length] = 1e6 * args.batch_size / speed / 3600
             ratios = " / ".join(f"{speed / speeds[other][0]:.2f}x" if other in speeds else "-"
                                 for other in ("huggingface", "trainer", "one-per-row")) if name == "crossdisc" else ""
-            print(f"  {CONTENDERS[name]:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
+            print(f"  {label:26s} {speed:9.1f} sequences/s   {memory} {peak_mib:8.0f} MiB   MFU {mfu:>6s}   "
                   f"1M steps {hours[name, length]:8.1f} h" + (f"   batch built in {build} ms" if build else "")
                   + (f"   (c)/(a) / (c)/(b) / (c)/(d) = {ratios}" if ratios else ""))
             rows.append(row + [f"{speed:.1f}", ratios, f"{peak_mib:.0f} MiB", mfu, f"{hours[name, length]:.1f}", build])
