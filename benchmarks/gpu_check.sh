@@ -5,7 +5,7 @@
 # imported from workflow/). Each benchmark writes <benchmark>-<gpu>.{md,json} to RESULTS_DIR
 # (default benchmarks/results/; commit those files), and the log of the whole check goes there too.
 # A step that fails or outlasts STEP_TIMEOUT seconds (default 300) does not stop the next ones; the
-# check exits non-zero if any did.
+# check exits non-zero if any did. The steps run in the order of what they settle, most first.
 #
 #   bash benchmarks/gpu_check.sh            # everything
 #   QUICK=1 bash benchmarks/gpu_check.sh    # tiny sizes: that every step runs on this GPU
@@ -42,16 +42,16 @@ step "pre-training throughput: BERT-base at the paper's batch, lengths 128 and 5
     "$python" benchmarks/pretrain_throughput.py --device cuda "${base[@]}" --batch-size "$batch" --lengths 128 512 \
     --steps "$pretrain_steps" --results-dir "$results"
 
+step "pre-training in bf16 against fp32, and graphs against eager steps (no dropout)" \
+    "$python" benchmarks/pretrain_precision.py --device cuda "${base[@]}" --batch-size 32 --steps "$precision_steps" \
+    --no-dropout --results-dir "$results"
+
 step "pre-training throughput on BERT's recipe (short sequences): packed against one sequence per row" \
     "$python" benchmarks/pretrain_throughput.py --device cuda "${base[@]}" --batch-size "$batch" --lengths 128 512 \
     --steps "$pretrain_steps" --data recipe --contenders crossdisc one-per-row --results-dir "$results"
 
 step "fine-tuning throughput (the packaged MiniLM)" \
     "$python" benchmarks/finetune_throughput.py --device cuda --steps "$finetune_steps" --results-dir "$results"
-
-step "pre-training in bf16 against fp32, and graphs against eager steps (no dropout)" \
-    "$python" benchmarks/pretrain_precision.py --device cuda "${base[@]}" --batch-size 32 --steps "$precision_steps" \
-    --no-dropout --results-dir "$results"
 
 if ((${#failed[@]})); then
     printf '== failed: %s\n' "${failed[@]}"
