@@ -4,6 +4,10 @@ import torch
 
 from ..errors import InputError
 
+# A batch takes milliseconds, loading a shard seconds: a worker that has built none in this long has
+# hung, and the job fails (a retry resumes it) instead of waiting out its time limit.
+HUNG_AFTER_S = 600
+
 
 class _StepBatches(torch.utils.data.Dataset):
     """`build(step)` as a dataset indexed by the step. A batch is a function of its step alone, so a
@@ -28,7 +32,7 @@ def built_ahead(build, steps, workers):
     (DataLoader's pin_memory): a CUDA graph recorded while another thread allocates pinned memory
     fails, so the training process pins each batch itself (training.to_device)."""
     loader = torch.utils.data.DataLoader(_StepBatches(build), sampler=steps, batch_size=None, num_workers=workers,
-                                         multiprocessing_context="fork")
+                                         multiprocessing_context="fork", timeout=HUNG_AFTER_S)
     for batch in loader:
         if isinstance(batch, InputError):
             raise batch
