@@ -336,18 +336,17 @@ def measure(args, argv):
                                                      config.vocab_size, n, max_predictions(length)) for n in lengths])
         print(f"length {length} ({max_predictions(length)} predictions, sequences of {np.mean(lengths):.1f} tokens "
               f"on average, {flops / 1e9:.1f} GFLOP per sequence):")
-        speeds = {}
+        speeds, size = {}, f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}"
         for name in sorted(args.contenders, key=lambda name: name == "crossdisc"):  # (c) last, for its ratios
             result = record.in_fresh_process(contender, name, args, length)  # none inherits another's state
             if result is None:
                 print(f"  {CONTENDERS[name]:26s} out of GPU memory")
-                rows.append([f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", CONTENDERS[name],
-                             "out of memory", "", "", "", "", ""])
+                rows.append([size, CONTENDERS[name], "out of memory", "", "", "", "", ""])
                 continue
             speed, peak_mib, build_ms, micro_batches = speeds[name] = result
             label = CONTENDERS[name] + (f", {micro_batches} x {args.batch_size // micro_batches} accumulated"
                                         if micro_batches > 1 else "")
-            row = [f"{args.layers} x {args.hidden}, batch {args.batch_size} x {length}", label]
+            row = [size, label]
             build = f"{build_ms:.1f}" if build_ms is not None else ""
             mfu = f"{100 * speed * flops / (peak * 1e12):.1f}%" if peak else "-"
             hours[name, length] = 1e6 * args.batch_size / speed / 3600
