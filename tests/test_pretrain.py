@@ -447,3 +447,15 @@ def test_the_graphed_step_trains_as_the_eager_one(tmp_path, tiny_bert):
         pretrain.pretrain(corpus, tiny_bert, architecture, out, 10, 10, {**hp, "cuda_graphs": graphs}, device="cuda")
         curves[graphs] = [point["loss"] for point in torch.load(out / pretrain.STATE_FILE, weights_only=True)["curve"]]
     np.testing.assert_allclose(curves[True], curves[False], rtol=1e-3)
+
+
+def test_a_negative_number_of_batch_workers_is_one_line(tmp_path, capsys):
+    from crossdisc import cli
+
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["pretrain", "--corpus", "c.json", "--tokenizer", "t", "--spec", "{}", "--step", "1",
+                  "--batch-workers", "-1", "--out", str(tmp_path / "out")])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("argument --batch-workers: '-1' is not a whole "
+                                                                     "number of 0 or more")
+    assert not (tmp_path / "out").exists()

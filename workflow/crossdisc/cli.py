@@ -16,6 +16,12 @@ def _json(text):
     return json.loads(text)
 
 
+def _count(text):
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
 def _commands():
     parser = argparse.ArgumentParser(prog="crossdisc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,7 +73,7 @@ def _commands():
     p.add_argument("--previous")
     p.add_argument("--state")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-workers", type=int, default=2,
+    p.add_argument("--batch-workers", type=_count, default=2,
                    help="on a GPU, processes that build the batches ahead of the step (0: the training process)")
     p.add_argument("--out", required=True)
 
